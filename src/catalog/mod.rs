@@ -1,0 +1,135 @@
+//! The catalog in Postgres (DESIGN.md section 7): tables, partitions, segments, and later
+//! snapshots and jobs. Each concern keeps its SQL in its own submodule; every change that touches
+//! several rows runs in one transaction.
+
+mod segments;
+pub mod tables;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+pub use segments::{NewSegment, SegmentRow, SegmentState};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Errors callers match on; everything else is a plain database error with context.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot reach the catalog database at {url}: {source}. Start Postgres or fix --database-url / DATABASE_URL (unset it to use the embedded dev database)")]
+    Unreachable { url: String, source: sqlx::Error },
+    #[error("the database URL `{url}` is not valid: {message}")]
+    BadUrl { url: String, message: String },
+    #[error("table `{0}` already exists with a different definition; pick another name, or drop and recreate it")]
+    TableConflict(String),
+    #[error("table `{0}` does not exist; create it with `minion table create --file TABLE.toml`")]
+    TableNotFound(String),
+    #[error("the catalog schema is not up to date: {0}. Run `minion migrate`")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("the catalog at {url} is not migrated (applied: {applied}, this minion needs {needed}); run `minion migrate`")]
+    NotMigrated {
+        url: String,
+        applied: String,
+        needed: i64,
+    },
+    #[error("catalog query failed: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored table `{name}` cannot be decoded: {message}")]
+    Corrupt { name: String, message: String },
+}
+
+/// A handle on the catalog database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    pool: PgPool,
+    /// The URL with its password redacted, for messages.
+    url: String,
+}
+
+impl Catalog {
+    /// Connects with a short acquire timeout so an unreachable database fails fast and clearly.
+    pub async fn connect(url: &str) -> Result<Catalog, CatalogError> {
+        Self::connect_with(url, 10).await
+    }
+
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Catalog, CatalogError> {
+        let shown = redact_url(url);
+        let options: PgConnectOptions =
+            url.parse()
+                .map_err(|err: sqlx::Error| CatalogError::BadUrl {
+                    url: shown.clone(),
+                    message: err.to_string(),
+                })?;
+        let options = options
+            .application_name("upsert-minion")
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|source| CatalogError::Unreachable { url: shown, source })?;
+        Ok(Catalog {
+            pool,
+            url: redact_url(url),
+        })
+    }
+
+    /// Applies pending migrations. sqlx holds a Postgres advisory lock while it migrates, so two
+    /// processes starting at once do not race; running it again is a no-op.
+    pub async fn migrate(&self) -> Result<(), CatalogError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Fails unless every migration this binary knows has been applied, so a worker never runs
+    /// against an older schema.
+    pub async fn check_migrated(&self) -> Result<(), CatalogError> {
+        let needed = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Result<(Option<i64>,), sqlx::Error> =
+            sqlx::query_as("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await;
+        let applied = match applied {
+            Ok((version,)) => version,
+            Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P01") => None,
+            Err(err) => return Err(err.into()),
+        };
+        if applied.is_some_and(|version| version >= needed) {
+            return Ok(());
+        }
+        Err(CatalogError::NotMigrated {
+            url: self.url.clone(),
+            applied: applied.map_or_else(|| "none".to_string(), |v| v.to_string()),
+            needed,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The URL with its password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,56 @@
+//! What commands share: resolved settings, and the catalog and store opened on first use.
+
+use tokio::sync::OnceCell;
+
+use crate::catalog::Catalog;
+use crate::config::{DatabaseSetting, Settings};
+use crate::devdb;
+use crate::storage::Store;
+
+pub struct Context {
+    pub settings: Settings,
+    catalog: OnceCell<Catalog>,
+}
+
+impl Context {
+    pub fn new(settings: Settings) -> Context {
+        Context {
+            settings,
+            catalog: OnceCell::new(),
+        }
+    }
+
+    /// The catalog, checked to be migrated. The embedded dev database is migrated on the spot;
+    /// a real one must be migrated explicitly (`minion migrate`, or the Helm hook).
+    pub async fn catalog(&self) -> anyhow::Result<&Catalog> {
+        let catalog = self.catalog_unmigrated().await?;
+        if self.settings.database == DatabaseSetting::Embedded {
+            catalog.migrate().await?;
+        } else {
+            catalog.check_migrated().await?;
+        }
+        Ok(catalog)
+    }
+
+    /// The catalog without the migration check, for `minion migrate` itself.
+    pub async fn catalog_unmigrated(&self) -> anyhow::Result<&Catalog> {
+        self.catalog
+            .get_or_try_init(|| async {
+                let url = match &self.settings.database {
+                    DatabaseSetting::Url(url) => url.clone(),
+                    DatabaseSetting::Embedded => {
+                        let dir = devdb::default_dir();
+                        let dev = tokio::task::spawn_blocking(move || devdb::ensure_running(&dir)).await??;
+                        tracing::info!(dir = %dev.dir.display(), port = dev.port, "using the embedded dev Postgres (stop it with `minion dev stop`)");
+                        dev.url()
+                    }
+                };
+                Ok::<_, anyhow::Error>(Catalog::connect(&url).await?)
+            })
+            .await
+    }
+
+    pub fn store(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(&self.settings.store)?)
+    }
+}

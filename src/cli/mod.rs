@@ -1,0 +1,71 @@
+//! The `minion` command line: parsing, and one module per command group.
+
+mod context;
+mod demo;
+mod dev;
+mod ingest;
+mod output;
+mod segment;
+mod table;
+
+use clap::{Parser, Subcommand};
+
+pub use context::Context;
+
+use crate::config::{GlobalArgs, Settings};
+
+/// upsert-minion: compaction, validDocIds snapshots and key-metadata prebuild for upsert tables.
+#[derive(Debug, Parser)]
+#[command(name = "minion", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply catalog migrations (idempotent, safe to run concurrently).
+    Migrate,
+    /// Declare and inspect tables.
+    #[command(subcommand)]
+    Table(table::TableCommand),
+    /// Write rows into a table as new segments (from a file, or a synthetic upsert stream).
+    Ingest(ingest::IngestArgs),
+    /// Inspect segments.
+    #[command(subcommand)]
+    Segment(segment::SegmentCommand),
+    /// The embedded dev Postgres used when DATABASE_URL is unset.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
+    /// Run the example pipeline end to end on the current settings.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::resolve(&cli.global)?;
+    let context = Context::new(settings);
+    match cli.command {
+        Command::Migrate => {
+            let catalog = context.catalog_unmigrated().await?;
+            catalog.migrate().await?;
+            println!("catalog migrated");
+            Ok(())
+        }
+        Command::Table(command) => table::run(&context, command).await,
+        Command::Ingest(args) => ingest::run(&context, args).await,
+        Command::Segment(command) => segment::run(&context, command).await,
+        Command::Dev(command) => dev::run(command),
+        Command::Demo(args) => demo::run(&context, args).await,
+    }
+}
+
+/// Parses the log settings early so logging is up before anything else runs.
+pub fn log_settings(cli: &Cli) -> (crate::config::LogFormat, String) {
+    match Settings::resolve(&cli.global) {
+        Ok(settings) => (settings.log_format, settings.log_level),
+        Err(_) => (Default::default(), "info".into()),
+    }
+}

@@ -1,0 +1,159 @@
+//! Settings: flags > environment > `minion.toml` > defaults.
+//!
+//! clap resolves flags and environment variables; whatever is still unset is taken from the config
+//! file (`--config`, `MINION_CONFIG`, or `./minion.toml` when it exists), then from defaults.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Default object store: a local directory under the working directory.
+pub const DEFAULT_STORE: &str = "./minion-data";
+
+/// The config file's fields. Every field is optional; unknown fields are refused.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub database_url: Option<String>,
+    pub store: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    pub staging_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Global options as given on the command line or in the environment.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GlobalArgs {
+    /// Postgres URL of the catalog. Unset: an embedded dev cluster under ./.minion/postgres.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Object store URL: file:///abs/path, a directory path, s3://bucket/prefix, memory://.
+    #[arg(long, env = "MINION_STORE", global = true)]
+    pub store: Option<String>,
+    /// Config file (TOML). Default: ./minion.toml when it exists.
+    #[arg(long, env = "MINION_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log output format on stderr.
+    #[arg(long, env = "MINION_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `upsert_minion=debug`.
+    #[arg(long, env = "MINION_LOG", global = true)]
+    pub log_level: Option<String>,
+}
+
+/// Where the catalog lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseSetting {
+    Url(String),
+    /// No URL anywhere: use the embedded dev cluster.
+    Embedded,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSetting,
+    pub store: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub staging_dir: PathBuf,
+}
+
+impl Settings {
+    pub fn resolve(args: &GlobalArgs) -> anyhow::Result<Settings> {
+        let file = load_file(args.config.as_deref())?;
+        let database = args
+            .database_url
+            .clone()
+            .filter(|url| !url.is_empty())
+            .or(file.database_url)
+            .map_or(DatabaseSetting::Embedded, DatabaseSetting::Url);
+        Ok(Settings {
+            database,
+            store: args
+                .store
+                .clone()
+                .or(file.store)
+                .unwrap_or_else(|| DEFAULT_STORE.to_string()),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_string()),
+            staging_dir: file.staging_dir.unwrap_or_else(std::env::temp_dir),
+        })
+    }
+}
+
+fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let (path, required) = match explicit {
+        Some(path) => (path.to_path_buf(), true),
+        None => (PathBuf::from("minion.toml"), false),
+    };
+    if !required && !path.exists() {
+        return Ok(FileConfig::default());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read config file {}; fix --config / MINION_CONFIG",
+            path.display()
+        )
+    })?;
+    toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "store = \"s3://from-file\"\nlog_format = \"json\"\ndatabase_url = \"postgres://file/db\"\n").unwrap();
+        let args = GlobalArgs {
+            config: Some(path.clone()),
+            store: Some("/flag".into()),
+            ..Default::default()
+        };
+        let settings = Settings::resolve(&args).unwrap();
+        assert_eq!(settings.store, "/flag");
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(
+            settings.database,
+            DatabaseSetting::Url("postgres://file/db".into())
+        );
+
+        let defaults = Settings::resolve(&GlobalArgs {
+            config: None,
+            ..Default::default()
+        });
+        // No ./minion.toml in the test's working directory is assumed; defaults apply.
+        if let Ok(defaults) = defaults {
+            assert_eq!(defaults.log_format, LogFormat::Text);
+        }
+    }
+
+    #[test]
+    fn unknown_config_fields_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "stor = \"x\"\n").unwrap();
+        let err = Settings::resolve(&GlobalArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("stor"), "{err:#}");
+    }
+}

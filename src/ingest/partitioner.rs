@@ -1,0 +1,102 @@
+//! Routes rows to partitions and cuts each partition's rows into segments, on a blocking thread.
+
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
+use indicatif::ProgressBar;
+use tokio::sync::mpsc;
+
+use super::{BatchSource, Cut, IngestError};
+use crate::keys::partitions_of_rows;
+use crate::table::TableConfig;
+
+struct Pending {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+}
+
+/// Reads `source` to the end, sending a [`Cut`] whenever a partition has `segment_rows` rows and
+/// the remainders at the end. Stops early when the receiver is gone (the ingest failed).
+pub(super) fn run(
+    table: &TableConfig,
+    source: BatchSource,
+    segment_rows: usize,
+    cuts: &mpsc::Sender<Cut>,
+    progress: &ProgressBar,
+) -> Result<(), IngestError> {
+    let partitions = table.partitions;
+    let key_indices = table.key_indices();
+    let mut pending: Vec<Pending> = (0..partitions)
+        .map(|_| Pending {
+            batches: Vec::new(),
+            rows: 0,
+        })
+        .collect();
+    for batch in source {
+        let batch = batch?;
+        progress.inc(batch.num_rows() as u64);
+        let key_columns: Vec<ArrayRef> = key_indices
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        let routes = partitions_of_rows(&key_columns, batch.num_rows(), partitions);
+        let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); partitions as usize];
+        for (row, &partition) in routes.iter().enumerate() {
+            rows_of[partition as usize].push(row as u32);
+        }
+        for (partition, rows) in rows_of.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let taken = take_record_batch(&batch, &UInt32Array::from(rows))
+                .expect("row indices are in range");
+            let slot = &mut pending[partition];
+            slot.rows += taken.num_rows();
+            slot.batches.push(taken);
+            while slot.rows >= segment_rows {
+                let batches = split_off_front(slot, segment_rows);
+                if cuts
+                    .blocking_send(Cut {
+                        partition: partition as u32,
+                        batches,
+                    })
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    for (partition, slot) in pending.into_iter().enumerate() {
+        if slot.rows > 0
+            && cuts
+                .blocking_send(Cut {
+                    partition: partition as u32,
+                    batches: slot.batches,
+                })
+                .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Removes exactly `rows` rows from the front of `slot`, slicing the batch that straddles the cut.
+fn split_off_front(slot: &mut Pending, rows: usize) -> Vec<RecordBatch> {
+    let mut taken = Vec::new();
+    let mut needed = rows;
+    while needed > 0 {
+        let first = slot.batches.remove(0);
+        if first.num_rows() <= needed {
+            needed -= first.num_rows();
+            taken.push(first);
+        } else {
+            taken.push(first.slice(0, needed));
+            slot.batches
+                .insert(0, first.slice(needed, first.num_rows() - needed));
+            needed = 0;
+        }
+    }
+    slot.rows -= rows;
+    taken
+}

@@ -1,0 +1,13 @@
+//! upsert-minion: the background worker pool that keeps real-time upsert tables cheap and
+//! restartable. See DESIGN.md (shared with the planning side) and README.md.
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod devdb;
+pub mod ingest;
+pub mod keys;
+pub mod logging;
+pub mod segment;
+pub mod storage;
+pub mod table;

@@ -1,0 +1,157 @@
+//! Every statement of the job queue, in one place, each small and named for what it does.
+//!
+//! Fencing: every statement that moves a job out of `running` matches `(id, attempt)` and
+//! `state = 'running'`, so a worker whose lease expired (and whose job was rescued, or claimed again
+//! with a higher attempt) changes nothing.
+
+/// Inserts a job; with a unique key already held by an unfinished job, inserts nothing.
+/// $1 kind, $2 args, $3 queue, $4 priority, $5 state, $6 max_attempts, $7 scheduled_at, $8 unique_key.
+pub const INSERT: &str = "
+    INSERT INTO jobs (kind, args, queue, priority, state, max_attempts, scheduled_at, unique_key)
+    VALUES ($1, $2, $3, $4, $5::job_state, $6, $7, $8)
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND state IN ('available', 'scheduled', 'running', 'retryable')
+        DO NOTHING
+    RETURNING id";
+
+/// The unfinished job holding a unique key. $1 unique_key.
+pub const SELECT_UNIQUE_HOLDER: &str = "
+    SELECT id FROM jobs
+    WHERE unique_key = $1 AND state IN ('available', 'scheduled', 'running', 'retryable')";
+
+/// Wakes idle workers of a queue; delivered when the inserting transaction commits. $1 queue.
+pub const NOTIFY_INSERT: &str = "SELECT pg_notify('minion_jobs', $1)";
+
+/// Claims up to $2 runnable jobs of queues $1 for worker $3 with a lease of $4 milliseconds.
+/// SKIP LOCKED lets concurrent claimers pass each other instead of waiting or double-claiming.
+pub const CLAIM: &str = "
+    WITH next AS (
+        SELECT id FROM jobs
+        WHERE state IN ('available', 'scheduled', 'retryable')
+          AND queue = ANY($1)
+          AND scheduled_at <= now()
+        ORDER BY priority DESC, scheduled_at, id
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobs SET
+        state = 'running',
+        attempt = jobs.attempt + 1,
+        attempted_at = now(),
+        attempted_by = $3,
+        lease_expires_at = now() + $4 * interval '1 millisecond'
+    FROM next
+    WHERE jobs.id = next.id
+    RETURNING jobs.id, jobs.kind, jobs.args, jobs.queue, jobs.attempt, jobs.max_attempts,
+              jobs.scheduled_at, jobs.attempted_at";
+
+/// Extends the leases of the (id, attempt) pairs $1/$2 still held by this worker, by $3 ms.
+/// Returns the jobs still held, and whether cancellation was requested for them.
+pub const HEARTBEAT: &str = "
+    UPDATE jobs SET lease_expires_at = now() + $3 * interval '1 millisecond'
+    FROM unnest($1::bigint[], $2::int[]) AS held(id, attempt)
+    WHERE jobs.id = held.id AND jobs.attempt = held.attempt AND jobs.state = 'running'
+    RETURNING jobs.id, jobs.cancel_requested";
+
+/// Completes the (id, attempt) pairs $1/$2 with outputs $3, in one statement for a batch.
+pub const COMPLETE_MANY: &str = "
+    UPDATE jobs SET state = 'completed', finalized_at = now(), lease_expires_at = NULL,
+                    output = done.output
+    FROM unnest($1::bigint[], $2::int[], $3::jsonb[]) AS done(id, attempt, output)
+    WHERE jobs.id = done.id AND jobs.attempt = done.attempt AND jobs.state = 'running'
+    RETURNING jobs.id";
+
+/// Records a failed attempt of ($1, $2): error entry $3; retry at now() + $4 ms unless $5
+/// (permanent) or attempts are used up, in which case the job is discarded.
+pub const FAIL: &str = "
+    UPDATE jobs SET
+        state = CASE WHEN $5 OR attempt >= max_attempts THEN 'discarded'::job_state
+                     ELSE 'retryable'::job_state END,
+        scheduled_at = CASE WHEN $5 OR attempt >= max_attempts THEN scheduled_at
+                            ELSE now() + $4 * interval '1 millisecond' END,
+        finalized_at = CASE WHEN $5 OR attempt >= max_attempts THEN now() ELSE NULL END,
+        lease_expires_at = NULL,
+        errors = errors || jsonb_build_array($3::jsonb)
+    WHERE id = $1 AND attempt = $2 AND state = 'running'
+    RETURNING state::text";
+
+/// Ends a running ($1, $2) as cancelled, recording why ($3).
+pub const CANCEL_RUNNING_DONE: &str = "
+    UPDATE jobs SET state = 'cancelled', finalized_at = now(), lease_expires_at = NULL,
+                    errors = errors || jsonb_build_array($3::jsonb)
+    WHERE id = $1 AND attempt = $2 AND state = 'running'
+    RETURNING id";
+
+/// Gives a running ($1, $2) back without burning its attempt (graceful shutdown).
+pub const RELEASE: &str = "
+    UPDATE jobs SET state = 'available', attempt = attempt - 1, lease_expires_at = NULL,
+                    attempted_by = NULL, scheduled_at = now()
+    WHERE id = $1 AND attempt = $2 AND state = 'running'
+    RETURNING id";
+
+/// Returns up to $1 jobs whose lease expired: the attempt counts, so a job past max_attempts is
+/// discarded with "lease expired". Backoff for the retry is $2 ms.
+pub const RESCUE_EXPIRED: &str = "
+    WITH expired AS (
+        SELECT id FROM jobs
+        WHERE state = 'running' AND lease_expires_at < now()
+        ORDER BY lease_expires_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobs SET
+        state = CASE WHEN jobs.attempt >= jobs.max_attempts THEN 'discarded'::job_state
+                     ELSE 'retryable'::job_state END,
+        scheduled_at = now() + $2 * interval '1 millisecond',
+        finalized_at = CASE WHEN jobs.attempt >= jobs.max_attempts THEN now() ELSE NULL END,
+        lease_expires_at = NULL,
+        errors = jobs.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', jobs.attempt, 'at', now(), 'permanent', false,
+            'error', 'lease expired (worker ' || coalesce(jobs.attempted_by, '?') || ' stopped heartbeating)'))
+    FROM expired
+    WHERE jobs.id = expired.id
+    RETURNING jobs.id, jobs.state::text";
+
+/// Cancels job $1: an unstarted job ends at once; a running one is flagged for its worker.
+/// Returns the state after the statement. Finished jobs are left alone.
+pub const CANCEL: &str = "
+    UPDATE jobs SET
+        state = CASE WHEN state = 'running' THEN state ELSE 'cancelled'::job_state END,
+        finalized_at = CASE WHEN state = 'running' THEN finalized_at ELSE now() END,
+        cancel_requested = true
+    WHERE id = $1 AND state IN ('available', 'scheduled', 'running', 'retryable')
+    RETURNING state::text";
+
+/// Tells the worker running job $1 to stop.
+pub const NOTIFY_CANCEL: &str = "SELECT pg_notify('minion_job_cancel', $1::text)";
+
+/// Makes a discarded or cancelled job $1 run again with a fresh set of attempts.
+pub const RETRY: &str = "
+    UPDATE jobs SET state = 'available', attempt = 0, scheduled_at = now(), finalized_at = NULL,
+                    cancel_requested = false
+    WHERE id = $1 AND state IN ('discarded', 'cancelled', 'completed')
+    RETURNING id";
+
+/// Deletes up to $2 finished jobs finalized before $1; called in a loop until none are left.
+pub const PRUNE_BATCH: &str = "
+    DELETE FROM jobs WHERE id IN (
+        SELECT id FROM jobs
+        WHERE state IN ('completed', 'discarded', 'cancelled') AND finalized_at < $1
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )";
+
+/// One job, every column. $1 id.
+pub const SELECT_ONE: &str = "SELECT id, kind, args, queue, priority, state::text AS state, attempt,
+    max_attempts, scheduled_at, attempted_at, attempted_by, lease_expires_at, finalized_at, errors,
+    output, unique_key, cancel_requested, created_at FROM jobs WHERE id = $1";
+
+/// Jobs filtered by state $1 and kind $2 (either may be NULL), newest first, at most $3.
+pub const SELECT_MANY: &str = "SELECT id, kind, args, queue, priority, state::text AS state, attempt,
+    max_attempts, scheduled_at, attempted_at, attempted_by, lease_expires_at, finalized_at, errors,
+    output, unique_key, cancel_requested, created_at FROM jobs
+    WHERE ($1::text IS NULL OR state::text = $1) AND ($2::text IS NULL OR kind = $2)
+    ORDER BY id DESC LIMIT $3";
+
+/// Counts of jobs per state, for metrics and `bench`.
+pub const COUNT_BY_STATE: &str = "SELECT state::text, count(*) FROM jobs GROUP BY state";

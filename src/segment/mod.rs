@@ -1,0 +1,54 @@
+//! Segments: one Parquet file each (DESIGN.md section 6). docId = row position in the file.
+//!
+//! The writer stages to a local file (hashing on the way, so the checksum costs no second read);
+//! the reader checks the file against the table's schema and can read only chosen columns.
+
+mod reader;
+mod writer;
+
+pub use reader::{SegmentFile, SegmentInfo};
+pub use writer::{SegmentWriter, WriteOptions, WrittenSegment};
+
+/// Key-value metadata keys written into every segment's Parquet footer.
+pub mod metadata_keys {
+    pub const FORMAT: &str = "minion.format";
+    pub const TABLE: &str = "minion.table";
+    pub const PARTITION: &str = "minion.partition";
+    pub const SEQUENCE: &str = "minion.sequence";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("segment {path} is corrupt or truncated ({source}); re-ingest the data or restore the object")]
+    Corrupt {
+        path: String,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("segment {path} does not match table `{table}`: {message}")]
+    SchemaMismatch {
+        path: String,
+        table: String,
+        message: String,
+    },
+    #[error("segment file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("writing segment {path}: {source}")]
+    Write {
+        path: String,
+        source: parquet::errors::ParquetError,
+    },
+}
+
+/// A fresh, unique segment name: table, partition, sequence, creation time and a random suffix.
+/// Names are never reused, so objects are never overwritten, even by a rewrite of the same sequence.
+pub fn new_segment_name(table: &str, partition: u32, sequence: i64) -> String {
+    let millis = chrono::Utc::now().timestamp_millis();
+    let suffix: u32 = rand::random();
+    format!("{table}__{partition}__{sequence}__{millis}_{suffix:08x}")
+}
+
+#[cfg(test)]
+mod tests;

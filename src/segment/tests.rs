@@ -1,0 +1,104 @@
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+
+use super::*;
+use crate::ingest::{GenerateOptions, Generator};
+use crate::table::TableConfig;
+
+fn orders() -> Arc<TableConfig> {
+    Arc::new(
+        TableConfig::from_toml(
+            include_str!("../../examples/tables/orders.toml"),
+            "orders.toml",
+        )
+        .unwrap(),
+    )
+}
+
+fn generated(table: &Arc<TableConfig>, rows: u64) -> Vec<RecordBatch> {
+    let options = GenerateOptions {
+        rows,
+        keys: 500,
+        batch_rows: 1000,
+        ..GenerateOptions::default()
+    };
+    Generator::new(table.clone(), options)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn round_trip_keeps_rows_metadata_and_order() {
+    let table = orders();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.parquet");
+    let batches = generated(&table, 5000);
+    let options = WriteOptions {
+        row_group_rows: 1024,
+        ..WriteOptions::default()
+    };
+    let mut writer = SegmentWriter::create(&path, &table, 3, 17, &options).unwrap();
+    for batch in &batches {
+        writer.write(batch).unwrap();
+    }
+    let written = writer.finish().unwrap();
+    assert_eq!(written.rows, 5000);
+    assert_eq!(written.bytes, std::fs::metadata(&path).unwrap().len());
+    assert_eq!(
+        written.checksum,
+        crate::storage::sha256_hex(&std::fs::read(&path).unwrap())
+    );
+    assert!(written.min_comparison.unwrap() <= written.max_comparison.unwrap());
+
+    let file = SegmentFile::open(&path, &table).unwrap();
+    let info = file.info();
+    assert_eq!(info.table.as_deref(), Some("orders"));
+    assert_eq!(info.partition, Some(3));
+    assert_eq!(info.sequence, Some(17));
+    assert_eq!(info.rows, 5000);
+    assert_eq!(info.row_groups, 5);
+
+    let keys_in: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    let mut keys_out = Vec::new();
+    for batch in file.read(Some(&["order_id", "deleted"]), 777).unwrap() {
+        let batch = batch.unwrap();
+        assert_eq!(batch.num_columns(), 2);
+        keys_out.extend_from_slice(batch.column(0).as_primitive::<Int64Type>().values());
+    }
+    assert_eq!(
+        keys_in, keys_out,
+        "docIds are row positions: order must be kept"
+    );
+}
+
+#[test]
+fn truncated_and_foreign_files_are_refused_clearly() {
+    let table = orders();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.parquet");
+    let mut writer = SegmentWriter::create(&path, &table, 0, 0, &WriteOptions::default()).unwrap();
+    for batch in generated(&table, 100) {
+        writer.write(&batch).unwrap();
+    }
+    writer.finish().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+    let err = SegmentFile::open(&path, &table).err().unwrap();
+    assert!(matches!(err, SegmentError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("corrupt or truncated"), "{err}");
+
+    let sessions = TableConfig::from_toml(
+        include_str!("../../examples/tables/sessions.toml"),
+        "sessions.toml",
+    )
+    .unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let err = SegmentFile::open(&path, &sessions).err().unwrap();
+    assert!(matches!(err, SegmentError::SchemaMismatch { .. }), "{err}");
+}

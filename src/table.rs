@@ -1,0 +1,477 @@
+//! Table declarations: the TOML file an operator writes, its validation, and the Arrow schema that
+//! every segment of the table carries.
+//!
+//! A table is declared once (`minion table create --file F.toml`) and stored in the catalog as JSON,
+//! so workers never need the original file. Validation happens here, before anything is stored, and
+//! every error names the field and how to fix it.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+/// Maximum number of partitions a table may declare; more would only create tiny segments.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// A column type. Timestamps are milliseconds since the Unix epoch, without a time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Int32,
+    Int64,
+    Float64,
+    Bool,
+    String,
+    Bytes,
+    Timestamp,
+}
+
+impl ColumnType {
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::Int32 => DataType::Int32,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Bytes => DataType::Binary,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
+        }
+    }
+
+    /// Types whose values order numerically, usable as the comparison column.
+    pub fn is_comparable(self) -> bool {
+        matches!(
+            self,
+            ColumnType::Int32 | ColumnType::Int64 | ColumnType::Float64 | ColumnType::Timestamp
+        )
+    }
+
+    /// Floats make poor keys (NaN, -0.0): they are refused in primary keys.
+    pub fn can_be_key(self) -> bool {
+        !matches!(self, ColumnType::Float64)
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            ColumnType::Int32 => "int32",
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Bool => "bool",
+            ColumnType::String => "string",
+            ColumnType::Bytes => "bytes",
+            ColumnType::Timestamp => "timestamp",
+        };
+        f.write_str(name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+    /// Key, comparison and delete columns are never nullable, whatever this says.
+    #[serde(default = "default_true")]
+    pub nullable: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How primary keys are turned into key-metadata keys (DESIGN.md section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrimaryKeyHash {
+    /// 16-byte xxh3-128 of the encoded key: fixed width, small, collision odds ~2^-64 at 2^32 keys.
+    #[default]
+    Xxh3_128,
+    /// The order-preserving encoding of the raw key itself: exact, larger for long keys.
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlConfig {
+    /// Deleted keys whose tombstone is older than (largest comparison value - this) are forgotten,
+    /// in the comparison column's units.
+    pub deleted_keys_ttl: Option<f64>,
+    /// Keys older than (largest comparison value - this) leave the key-metadata file.
+    pub metadata_ttl: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// A segment is compacted once at least this fraction of its rows is invalid...
+    pub invalid_ratio_threshold: f64,
+    /// ...and at least this many rows are invalid.
+    pub invalid_count_threshold: u64,
+    /// Segments younger than this (milliseconds since creation) are left alone.
+    pub buffer_period_ms: u64,
+    /// Merge stops adding inputs once the output would exceed this many rows.
+    pub target_segment_rows: u64,
+    /// Upper bound on compaction tasks generated per table and scheduler run.
+    pub max_tasks_per_table: u32,
+    /// Upper bound on segments merged by one merge task.
+    pub max_segments_per_merge: u32,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            invalid_ratio_threshold: 0.3,
+            invalid_count_threshold: 1,
+            buffer_period_ms: 0,
+            target_segment_rows: 5_000_000,
+            max_tasks_per_table: 10,
+            max_segments_per_merge: 10,
+        }
+    }
+}
+
+/// A table as declared by its TOML file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    pub name: String,
+    pub partitions: u32,
+    pub primary_key: Vec<String>,
+    pub comparison: String,
+    #[serde(default)]
+    pub delete_column: Option<String>,
+    #[serde(default)]
+    pub primary_key_hash: PrimaryKeyHash,
+    pub columns: Vec<Column>,
+    #[serde(default)]
+    pub ttl: TtlConfig,
+    #[serde(default)]
+    pub compaction: CompactionConfig,
+}
+
+/// A table file that cannot be used, with the field at fault and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("cannot read table file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("table file {path} is not valid TOML for a table: {message}")]
+    Parse { path: String, message: String },
+    #[error("table file {path}: field `{field}`: {message}")]
+    Invalid {
+        path: String,
+        field: String,
+        message: String,
+    },
+}
+
+impl TableConfig {
+    pub fn from_file(path: &std::path::Path) -> Result<TableConfig, TableError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TableError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &shown)
+    }
+
+    /// Parses and validates; `origin` names the file in error messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<TableConfig, TableError> {
+        let table: TableConfig = toml::from_str(text).map_err(|err| TableError::Parse {
+            path: origin.to_string(),
+            message: err.to_string().trim_end().replace('\n', " "),
+        })?;
+        table
+            .validate()
+            .map_err(|(field, message)| TableError::Invalid {
+                path: origin.to_string(),
+                field,
+                message,
+            })?;
+        Ok(table)
+    }
+
+    /// Checks everything the TOML grammar cannot. Returns (field, message with the fix).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_string(), message));
+        if let Err(why) = validate_identifier(&self.name) {
+            return fail("name", why);
+        }
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return fail(
+                "partitions",
+                format!(
+                    "must be between 1 and {MAX_PARTITIONS}, got {}",
+                    self.partitions
+                ),
+            );
+        }
+        if self.columns.is_empty() {
+            return fail("columns", "declare at least one [[columns]] entry".into());
+        }
+        let mut seen = HashSet::new();
+        for (index, column) in self.columns.iter().enumerate() {
+            if let Err(why) = validate_identifier(&column.name) {
+                return fail(&format!("columns[{index}].name"), why);
+            }
+            if !seen.insert(column.name.as_str()) {
+                return fail(
+                    &format!("columns[{index}].name"),
+                    format!(
+                        "column `{}` is declared twice; rename or remove one",
+                        column.name
+                    ),
+                );
+            }
+        }
+        if self.primary_key.is_empty() {
+            return fail(
+                "primary_key",
+                "list at least one column, e.g. primary_key = [\"id\"]".into(),
+            );
+        }
+        let mut key_seen = HashSet::new();
+        for key in &self.primary_key {
+            let Some(column) = self.column(key) else {
+                return fail(
+                    "primary_key",
+                    format!("column `{key}` is not declared in [[columns]]"),
+                );
+            };
+            if !column.column_type.can_be_key() {
+                return fail(
+                    "primary_key",
+                    format!("column `{key}` is {}; keys must be integer, bool, string, bytes or timestamp", column.column_type),
+                );
+            }
+            if !key_seen.insert(key.as_str()) {
+                return fail("primary_key", format!("column `{key}` is listed twice"));
+            }
+        }
+        let Some(comparison) = self.column(&self.comparison) else {
+            return fail(
+                "comparison",
+                format!(
+                    "column `{}` is not declared in [[columns]]",
+                    self.comparison
+                ),
+            );
+        };
+        if !comparison.column_type.is_comparable() {
+            return fail(
+                "comparison",
+                format!(
+                    "column `{}` is {}; use an int32, int64, float64 or timestamp column",
+                    self.comparison, comparison.column_type
+                ),
+            );
+        }
+        if self.primary_key.contains(&self.comparison) {
+            return fail("comparison", "must not be a primary key column".into());
+        }
+        if let Some(delete) = &self.delete_column {
+            let Some(column) = self.column(delete) else {
+                return fail(
+                    "delete_column",
+                    format!("column `{delete}` is not declared in [[columns]]"),
+                );
+            };
+            if column.column_type != ColumnType::Bool {
+                return fail(
+                    "delete_column",
+                    format!(
+                        "column `{delete}` is {}; a delete column must be bool",
+                        column.column_type
+                    ),
+                );
+            }
+            if self.primary_key.contains(delete) || *delete == self.comparison {
+                return fail(
+                    "delete_column",
+                    "must not be a key or the comparison column".into(),
+                );
+            }
+        }
+        for (field, ttl) in [
+            ("ttl.deleted_keys_ttl", self.ttl.deleted_keys_ttl),
+            ("ttl.metadata_ttl", self.ttl.metadata_ttl),
+        ] {
+            if let Some(value) = ttl {
+                if !(value.is_finite() && value > 0.0) {
+                    return fail(field, format!("must be a positive number, got {value}; remove it to keep keys forever"));
+                }
+            }
+        }
+        if self.ttl.deleted_keys_ttl.is_some() && self.delete_column.is_none() {
+            return fail(
+                "ttl.deleted_keys_ttl",
+                "needs a delete_column; set one or remove the TTL".into(),
+            );
+        }
+        let compaction = &self.compaction;
+        if !(0.0..=1.0).contains(&compaction.invalid_ratio_threshold) {
+            return fail(
+                "compaction.invalid_ratio_threshold",
+                format!(
+                    "must be between 0 and 1, got {}",
+                    compaction.invalid_ratio_threshold
+                ),
+            );
+        }
+        if compaction.target_segment_rows == 0 {
+            return fail(
+                "compaction.target_segment_rows",
+                "must be at least 1".into(),
+            );
+        }
+        if compaction.max_segments_per_merge < 2 {
+            return fail(
+                "compaction.max_segments_per_merge",
+                "must be at least 2".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|column| column.name == name)
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|column| column.name == name)
+    }
+
+    /// Whether a column may hold nulls: key, comparison and delete columns never do.
+    pub fn is_nullable(&self, column: &Column) -> bool {
+        column.nullable
+            && !self.primary_key.contains(&column.name)
+            && column.name != self.comparison
+            && self.delete_column.as_deref() != Some(column.name.as_str())
+    }
+
+    /// The Arrow schema of every segment, in declared column order.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|column| {
+                Field::new(
+                    &column.name,
+                    column.column_type.arrow_type(),
+                    self.is_nullable(column),
+                )
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Indices of the primary-key columns in declared schema order of `primary_key`.
+    pub fn key_indices(&self) -> Vec<usize> {
+        self.primary_key
+            .iter()
+            .map(|name| self.column_index(name).expect("validated key column"))
+            .collect()
+    }
+
+    pub fn comparison_index(&self) -> usize {
+        self.column_index(&self.comparison)
+            .expect("validated comparison column")
+    }
+
+    pub fn delete_index(&self) -> Option<usize> {
+        self.delete_column
+            .as_ref()
+            .map(|name| self.column_index(name).expect("validated delete column"))
+    }
+}
+
+/// Names that become object-store path parts: letters, digits, `_` and `-`, 1 to 128 characters,
+/// starting with a letter or digit. This rules out `/`, `..`, and control characters.
+pub fn validate_identifier(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("`{name}` must be 1 to 128 characters long"));
+    }
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let all_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !(first_ok && all_ok) {
+        return Err(format!(
+            "`{}` may hold only ASCII letters, digits, `_` and `-`, and must start with a letter or digit",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDERS: &str = include_str!("../examples/tables/orders.toml");
+    const SESSIONS: &str = include_str!("../examples/tables/sessions.toml");
+
+    #[test]
+    fn shipped_examples_are_valid() {
+        let orders = TableConfig::from_toml(ORDERS, "orders.toml").unwrap();
+        assert_eq!(orders.primary_key, vec!["order_id"]);
+        assert_eq!(orders.delete_column.as_deref(), Some("deleted"));
+        let sessions = TableConfig::from_toml(SESSIONS, "sessions.toml").unwrap();
+        assert_eq!(sessions.primary_key.len(), 2);
+        assert_eq!(sessions.primary_key_hash, PrimaryKeyHash::None);
+    }
+
+    fn invalid_field(text: &str) -> String {
+        match TableConfig::from_toml(text, "t.toml") {
+            Err(TableError::Invalid { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad_key = ORDERS.replace("primary_key = [\"order_id\"]", "primary_key = [\"nope\"]");
+        assert_eq!(invalid_field(&bad_key), "primary_key");
+        let bad_cmp = ORDERS.replace("comparison = \"updated_at\"", "comparison = \"status\"");
+        assert_eq!(invalid_field(&bad_cmp), "comparison");
+        let bad_name = ORDERS.replace("name = \"orders\"", "name = \"../etc\"");
+        assert_eq!(invalid_field(&bad_name), "name");
+        let no_partitions = ORDERS.replace("partitions = 4", "partitions = 0");
+        assert_eq!(invalid_field(&no_partitions), "partitions");
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_parse_errors() {
+        let typo = ORDERS.replace("partitions = 4", "partitons = 4");
+        let err = TableConfig::from_toml(&typo, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partitons"), "{err}");
+        let bad_type = ORDERS.replace("type = \"float64\"", "type = \"double\"");
+        let err = TableConfig::from_toml(&bad_type, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("double"), "{err}");
+    }
+
+    #[test]
+    fn identifiers_reject_path_tricks() {
+        for bad in ["", "..", "a/b", "a\nb", "-x", "a b", "é"] {
+            assert!(validate_identifier(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["orders", "o_1", "A-2"] {
+            assert!(validate_identifier(good).is_ok());
+        }
+    }
+}

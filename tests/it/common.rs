@@ -1,0 +1,302 @@
+//! Shared test fixtures: a private Postgres database per test, a private S3 bucket per test on a
+//! real S3 server (moto_server), and a runner for the `minion` binary.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use upsert_minion::storage::Store;
+
+/// URL of a database that can create others: DATABASE_URL, or the embedded dev cluster.
+fn admin_url() -> &'static str {
+    static ADMIN: OnceLock<String> = OnceLock::new();
+    ADMIN.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("minion-test-pg");
+            let dev =
+                upsert_minion::devdb::ensure_running(&dir).expect("embedded test Postgres starts");
+            dev.url_for("postgres")
+        }
+    })
+}
+
+/// A fresh database, dropped when the value is dropped.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "minion_t_{}_{}_{:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        let admin = admin_url().to_string();
+        let statement = format!("CREATE DATABASE {name}");
+        run_admin(&admin, &statement);
+        let mut url = url::Url::parse(&admin).expect("admin URL parses");
+        url.set_path(&format!("/{name}"));
+        TestDb {
+            url: url.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        run_admin(admin_url(), &statement);
+    }
+}
+
+/// Runs one statement on the admin database from a private runtime (callable anywhere).
+fn run_admin(admin: &str, statement: &str) {
+    let (admin, statement) = (admin.to_string(), statement.to_string());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("admin connection");
+            sqlx::query(&statement)
+                .execute(&mut conn)
+                .await
+                .expect("admin statement");
+        });
+    })
+    .join()
+    .expect("admin thread");
+}
+
+/// Endpoint of the S3 server: the one scripts/test.sh started, or one started here.
+pub fn s3_endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        if let Ok(endpoint) = std::env::var("MINION_TEST_S3_ENDPOINT") {
+            return endpoint;
+        }
+        start_moto()
+    })
+}
+
+fn start_moto() -> String {
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    assert!(
+        binary.exists(),
+        "S3 tests need moto_server: run scripts/setup.sh (or scripts/test.sh), or set MINION_TEST_S3_ENDPOINT"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    // The child dies with the thread that spawned it (PR_SET_PDEATHSIG), so that thread lives as
+    // long as the test process.
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(binary);
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("moto_server starts");
+        sender.send(()).unwrap();
+        // Blocks for the life of the test process; the server dies with it.
+        let _ = child.wait();
+    });
+    receiver.recv().unwrap();
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return format!("http://127.0.0.1:{port}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("moto_server did not start on port {port}");
+}
+
+/// A fresh bucket on the S3 server; returns its name.
+pub fn new_bucket() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let bucket = format!(
+        "minion-test-{}-{}-{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u16>()
+    );
+    let address = s3_endpoint().trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&address).expect("S3 server reachable");
+    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "bucket creation failed: {response}"
+    );
+    bucket
+}
+
+/// The AWS settings that point an S3 client at the test server.
+pub fn s3_settings() -> BTreeMap<String, String> {
+    [
+        ("AWS_ENDPOINT_URL", s3_endpoint()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Where a test keeps its data: a local directory store, or a bucket on the S3 server.
+pub enum StoreKind {
+    Local,
+    S3,
+}
+
+/// One test's world: a database, a store, a working directory, and the binary to drive them.
+pub struct TestEnv {
+    pub db: TestDb,
+    pub store_url: String,
+    pub dir: tempfile::TempDir,
+    env: BTreeMap<String, String>,
+}
+
+impl TestEnv {
+    pub fn new(kind: StoreKind) -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new();
+        let mut env = BTreeMap::new();
+        let store_url = match kind {
+            StoreKind::Local => dir.path().join("store").display().to_string(),
+            StoreKind::S3 => {
+                env.extend(s3_settings());
+                format!("s3://{}/data", new_bucket())
+            }
+        };
+        env.insert("DATABASE_URL".into(), db.url.clone());
+        env.insert("MINION_STORE".into(), store_url.clone());
+        TestEnv {
+            db,
+            store_url,
+            dir,
+            env,
+        }
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open_with(&self.store_url, self.env.clone()).unwrap()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `minion ARGS` with this world's settings.
+    pub fn minion(&self, args: &[&str]) -> Output {
+        self.minion_with(args, &[])
+    }
+
+    pub fn minion_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let mut command = minion_command();
+        command
+            .current_dir(self.dir.path())
+            .envs(&self.env)
+            .args(args);
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        command.output().expect("minion runs")
+    }
+
+    /// Runs `minion ARGS`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.minion(args);
+        assert!(
+            output.status.success(),
+            "minion {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs `minion ARGS`, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let output = self.minion(args);
+        assert!(
+            !output.status.success(),
+            "minion {args:?} should have failed:\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    pub fn create_example_table(&self, example: &str) {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/tables")
+            .join(example);
+        self.ok(&["table", "create", "--file", file.to_str().unwrap()]);
+    }
+}
+
+/// The binary with a clean environment: no settings leak in from the developer's shell.
+pub fn minion_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_minion"));
+    for key in [
+        "DATABASE_URL",
+        "MINION_STORE",
+        "MINION_CONFIG",
+        "MINION_LOG_FORMAT",
+        "MINION_LOG",
+        "MINION_DEV_DIR",
+    ] {
+        command.env_remove(key);
+    }
+    command
+}
+
+/// Runs a Python check from tests/py with the venv's interpreter; returns its stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let interpreter = root.join(".venv/bin/python");
+    assert!(
+        interpreter.exists(),
+        "run scripts/setup.sh first: the Python test tools live in .venv"
+    );
+    let output = Command::new(interpreter)
+        .arg(root.join("tests/py").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}

@@ -1,0 +1,8 @@
+//! Integration tests against real Postgres and a real S3 server (moto_server), plus the local store.
+
+mod common;
+
+mod bad_input;
+mod catalog;
+mod embedded;
+mod ingest;

@@ -296,14 +296,14 @@ fn start(
 }
 
 fn create_database(port: u16) -> anyhow::Result<()> {
-    // A tiny synchronous client is enough here; sqlx would need a runtime we may not be inside.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // A private runtime on a private thread: callable from sync code and from inside a runtime.
     let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 runtime.block_on(async {
                     use sqlx::Connection;
                     let mut conn = sqlx::PgConnection::connect(&admin).await?;

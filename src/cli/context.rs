@@ -1,14 +1,20 @@
 //! What commands share: resolved settings, and the catalog and store opened on first use.
 
+use std::sync::Arc;
+
 use tokio::sync::OnceCell;
 
 use crate::catalog::Catalog;
 use crate::config::{DatabaseSetting, Settings};
 use crate::devdb;
+use crate::queue::Queue;
 use crate::storage::Store;
+use crate::tasks::Services;
 
 pub struct Context {
     pub settings: Settings,
+    /// Connections in the catalog pool; workers raise it to their concurrency plus overhead.
+    pub max_connections: std::sync::atomic::AtomicU32,
     catalog: OnceCell<Catalog>,
 }
 
@@ -16,6 +22,7 @@ impl Context {
     pub fn new(settings: Settings) -> Context {
         Context {
             settings,
+            max_connections: std::sync::atomic::AtomicU32::new(10),
             catalog: OnceCell::new(),
         }
     }
@@ -45,9 +52,24 @@ impl Context {
                         dev.url()
                     }
                 };
-                Ok::<_, anyhow::Error>(Catalog::connect(&url).await?)
+                let connections = self.max_connections.load(std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, anyhow::Error>(Catalog::connect_with(&url, connections).await?)
             })
             .await
+    }
+
+    pub async fn queue(&self) -> anyhow::Result<Queue> {
+        Ok(Queue::new(self.catalog().await?.pool().clone()))
+    }
+
+    /// What jobs reach: catalog, queue and store, sharing one connection pool.
+    pub async fn services(&self) -> anyhow::Result<Arc<Services>> {
+        let catalog = self.catalog().await?.clone();
+        Ok(Arc::new(Services {
+            queue: Queue::new(catalog.pool().clone()),
+            catalog,
+            store: self.store()?,
+        }))
     }
 
     pub fn store(&self) -> anyhow::Result<Store> {

@@ -1,12 +1,15 @@
 //! The `minion` command line: parsing, and one module per command group.
 
+mod bench;
 mod context;
 mod demo;
 mod dev;
 mod ingest;
+mod job;
 mod output;
 mod segment;
 mod table;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +39,16 @@ pub enum Command {
     /// Inspect segments.
     #[command(subcommand)]
     Segment(segment::SegmentCommand),
+    /// Submit, inspect, cancel, retry and prune jobs.
+    #[command(subcommand)]
+    Job(job::JobCommand),
+    /// Run a task in this process, without the queue.
+    Run(job::RunArgs),
+    /// Run the worker pool: take jobs from the queue until SIGTERM/SIGINT.
+    Worker(worker::WorkerArgs),
+    /// Benchmarks that print their figures and write them to a file.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// The embedded dev Postgres used when DATABASE_URL is unset.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -57,6 +70,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Table(command) => table::run(&context, command).await,
         Command::Ingest(args) => ingest::run(&context, args).await,
         Command::Segment(command) => segment::run(&context, command).await,
+        Command::Job(command) => job::run(&context, command).await,
+        Command::Run(args) => job::run_inline(&context, args).await,
+        Command::Worker(args) => worker::run(&context, args).await,
+        Command::Bench(command) => bench::run(&context, command).await,
         Command::Dev(command) => dev::run(command),
         Command::Demo(args) => demo::run(&context, args).await,
     }

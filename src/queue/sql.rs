@@ -14,6 +14,19 @@ pub const INSERT: &str = "
         DO NOTHING
     RETURNING id";
 
+/// Inserts $4 identical jobs of kind $1, args $2, queue $3 (bulk submissions, benchmarks).
+pub const INSERT_BULK: &str = "
+    INSERT INTO jobs (kind, args, queue) SELECT $1, $2, $3 FROM generate_series(1, $4)";
+
+/// Deletes every job of queue $1, whatever its state (benchmark clean-up).
+pub const DELETE_QUEUE: &str = "DELETE FROM jobs WHERE queue = $1";
+
+/// Pickup latency (claim time minus the time the job became runnable) of the completed jobs of
+/// queue $1, in milliseconds, sorted.
+pub const PICKUP_LATENCIES: &str = "
+    SELECT (extract(epoch FROM attempted_at - greatest(created_at, scheduled_at)) * 1000)::float8 AS ms
+    FROM jobs WHERE queue = $1 AND state = 'completed' ORDER BY ms";
+
 /// The unfinished job holding a unique key. $1 unique_key.
 pub const SELECT_UNIQUE_HOLDER: &str = "
     SELECT id FROM jobs
@@ -39,7 +52,7 @@ pub const CLAIM: &str = "
         attempt = jobs.attempt + 1,
         attempted_at = now(),
         attempted_by = $3,
-        lease_expires_at = now() + $4 * interval '1 millisecond'
+        lease_expires_at = now() + $4::float8 * interval '1 millisecond'
     FROM next
     WHERE jobs.id = next.id
     RETURNING jobs.id, jobs.kind, jobs.args, jobs.queue, jobs.attempt, jobs.max_attempts,
@@ -48,7 +61,7 @@ pub const CLAIM: &str = "
 /// Extends the leases of the (id, attempt) pairs $1/$2 still held by this worker, by $3 ms.
 /// Returns the jobs still held, and whether cancellation was requested for them.
 pub const HEARTBEAT: &str = "
-    UPDATE jobs SET lease_expires_at = now() + $3 * interval '1 millisecond'
+    UPDATE jobs SET lease_expires_at = now() + $3::float8 * interval '1 millisecond'
     FROM unnest($1::bigint[], $2::int[]) AS held(id, attempt)
     WHERE jobs.id = held.id AND jobs.attempt = held.attempt AND jobs.state = 'running'
     RETURNING jobs.id, jobs.cancel_requested";
@@ -61,24 +74,26 @@ pub const COMPLETE_MANY: &str = "
     WHERE jobs.id = done.id AND jobs.attempt = done.attempt AND jobs.state = 'running'
     RETURNING jobs.id";
 
-/// Records a failed attempt of ($1, $2): error entry $3; retry at now() + $4 ms unless $5
-/// (permanent) or attempts are used up, in which case the job is discarded.
+/// Records a failed attempt of ($1, $2) with error text $3. Retries at now() + $4 ms unless $5
+/// (permanent) or the attempts are used up, in which case the job is discarded.
 pub const FAIL: &str = "
     UPDATE jobs SET
         state = CASE WHEN $5 OR attempt >= max_attempts THEN 'discarded'::job_state
                      ELSE 'retryable'::job_state END,
         scheduled_at = CASE WHEN $5 OR attempt >= max_attempts THEN scheduled_at
-                            ELSE now() + $4 * interval '1 millisecond' END,
+                            ELSE now() + $4::float8 * interval '1 millisecond' END,
         finalized_at = CASE WHEN $5 OR attempt >= max_attempts THEN now() ELSE NULL END,
         lease_expires_at = NULL,
-        errors = errors || jsonb_build_array($3::jsonb)
+        errors = errors || jsonb_build_array(jsonb_build_object(
+            'attempt', attempt, 'at', now(), 'error', $3::text, 'permanent', $5))
     WHERE id = $1 AND attempt = $2 AND state = 'running'
     RETURNING state::text";
 
 /// Ends a running ($1, $2) as cancelled, recording why ($3).
-pub const CANCEL_RUNNING_DONE: &str = "
+pub const FINISH_CANCELLED: &str = "
     UPDATE jobs SET state = 'cancelled', finalized_at = now(), lease_expires_at = NULL,
-                    errors = errors || jsonb_build_array($3::jsonb)
+        errors = errors || jsonb_build_array(jsonb_build_object(
+            'attempt', attempt, 'at', now(), 'error', $3::text, 'permanent', true))
     WHERE id = $1 AND attempt = $2 AND state = 'running'
     RETURNING id";
 
@@ -90,7 +105,7 @@ pub const RELEASE: &str = "
     RETURNING id";
 
 /// Returns up to $1 jobs whose lease expired: the attempt counts, so a job past max_attempts is
-/// discarded with "lease expired". Backoff for the retry is $2 ms.
+/// discarded with "lease expired". The retry waits $2 ms doubled per attempt so far.
 pub const RESCUE_EXPIRED: &str = "
     WITH expired AS (
         SELECT id FROM jobs
@@ -102,7 +117,7 @@ pub const RESCUE_EXPIRED: &str = "
     UPDATE jobs SET
         state = CASE WHEN jobs.attempt >= jobs.max_attempts THEN 'discarded'::job_state
                      ELSE 'retryable'::job_state END,
-        scheduled_at = now() + $2 * interval '1 millisecond',
+        scheduled_at = now() + ($2::float8 * power(2, least(jobs.attempt - 1, 12))) * interval '1 millisecond',
         finalized_at = CASE WHEN jobs.attempt >= jobs.max_attempts THEN now() ELSE NULL END,
         lease_expires_at = NULL,
         errors = jobs.errors || jsonb_build_array(jsonb_build_object(
@@ -123,7 +138,7 @@ pub const CANCEL: &str = "
     RETURNING state::text";
 
 /// Tells the worker running job $1 to stop.
-pub const NOTIFY_CANCEL: &str = "SELECT pg_notify('minion_job_cancel', $1::text)";
+pub const NOTIFY_CANCEL: &str = "SELECT pg_notify('minion_job_cancel', $1::bigint::text)";
 
 /// Makes a discarded or cancelled job $1 run again with a fresh set of attempts.
 pub const RETRY: &str = "
@@ -142,12 +157,14 @@ pub const PRUNE_BATCH: &str = "
     )";
 
 /// One job, every column. $1 id.
-pub const SELECT_ONE: &str = "SELECT id, kind, args, queue, priority, state::text AS state, attempt,
+pub const SELECT_ONE: &str =
+    "SELECT id, kind, args, queue, priority, state::text AS state, attempt,
     max_attempts, scheduled_at, attempted_at, attempted_by, lease_expires_at, finalized_at, errors,
     output, unique_key, cancel_requested, created_at FROM jobs WHERE id = $1";
 
 /// Jobs filtered by state $1 and kind $2 (either may be NULL), newest first, at most $3.
-pub const SELECT_MANY: &str = "SELECT id, kind, args, queue, priority, state::text AS state, attempt,
+pub const SELECT_MANY: &str =
+    "SELECT id, kind, args, queue, priority, state::text AS state, attempt,
     max_attempts, scheduled_at, attempted_at, attempted_by, lease_expires_at, finalized_at, errors,
     output, unique_key, cancel_requested, created_at FROM jobs
     WHERE ($1::text IS NULL OR state::text = $1) AND ($2::text IS NULL OR kind = $2)

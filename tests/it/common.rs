@@ -255,6 +255,25 @@ impl TestEnv {
         String::from_utf8(output.stderr).unwrap()
     }
 
+    /// Starts `minion ARGS` in the background; its stderr goes to `name.log` in the work dir.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> std::process::Child {
+        let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
+        minion_command()
+            .current_dir(self.dir.path())
+            .envs(&self.env)
+            .env("MINION_LOG", "upsert_minion=debug")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("minion starts")
+    }
+
+    /// What a background process logged so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
     pub fn create_example_table(&self, example: &str) {
         let file = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("examples/tables")

@@ -6,3 +6,5 @@ mod bad_input;
 mod catalog;
 mod embedded;
 mod ingest;
+mod queue;
+mod worker;

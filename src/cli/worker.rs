@@ -1,0 +1,96 @@
+//! `minion worker`: the worker pool process.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::tasks::Registry;
+use crate::worker::{default_worker_id, Worker, WorkerOptions};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Jobs run at once by this process.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Queues to take jobs from (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "default")]
+    pub queues: Vec<String>,
+    /// After SIGTERM/SIGINT, how long running jobs may take before they are released.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Lease of a claimed job; renewed by heartbeats every third of it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+    /// Polling interval when no notification arrives.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+    /// First retry delay of a failed job; doubles per attempt.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Duration,
+    /// How often expired leases are looked for.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub rescue_interval: Duration,
+    /// Poll only; do not LISTEN for notifications.
+    #[arg(long)]
+    pub no_listen: bool,
+    /// Worker id recorded on claimed jobs (default: host-pid-random).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+impl WorkerArgs {
+    pub fn options(&self) -> anyhow::Result<WorkerOptions> {
+        anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
+        anyhow::ensure!(
+            self.lease >= Duration::from_millis(300),
+            "--lease must be at least 300ms"
+        );
+        anyhow::ensure!(!self.queues.is_empty(), "--queues needs at least one queue");
+        Ok(WorkerOptions {
+            id: self.id.clone().unwrap_or_else(default_worker_id),
+            concurrency: self.concurrency,
+            queues: self.queues.clone(),
+            lease: self.lease,
+            heartbeat_interval: self.lease / 3,
+            poll_interval: self.poll_interval,
+            shutdown_timeout: self.shutdown_timeout,
+            retry_backoff: self.retry_backoff,
+            rescue_interval: self.rescue_interval,
+            listen: !self.no_listen,
+        })
+    }
+}
+
+pub async fn run(context: &Context, args: WorkerArgs) -> anyhow::Result<()> {
+    let options = args.options()?;
+    context
+        .max_connections
+        .store(options.concurrency as u32 + 4, Ordering::Relaxed);
+    let services = context.services().await?;
+    let worker = Worker::new(services, Arc::new(Registry::standard()), options);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    worker.run(shutdown).await;
+    Ok(())
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+async fn signal_shutdown(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the worker with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,535 @@
+//! The job queue in Postgres (DESIGN.md section 7, Queue): claim in one statement with
+//! `FOR UPDATE SKIP LOCKED`, per-job leases renewed by heartbeat, every transition out of `running`
+//! fenced by (id, attempt), retries with jittered exponential backoff stored in the row, unique
+//! keys, delayed jobs, priorities, cancellation and pruning. The SQL is in [`sql`].
+
+pub mod sql;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+/// Notification channel that wakes idle workers when jobs are inserted.
+pub const INSERT_CHANNEL: &str = "minion_jobs";
+/// Notification channel that tells a worker to cancel a running job (payload: job id).
+pub const CANCEL_CHANNEL: &str = "minion_job_cancel";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Available,
+    Scheduled,
+    Running,
+    Retryable,
+    Completed,
+    Discarded,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Available => "available",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Retryable => "retryable",
+            JobState::Completed => "completed",
+            JobState::Discarded => "discarded",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobState> {
+        Some(match text {
+            "available" => JobState::Available,
+            "scheduled" => JobState::Scheduled,
+            "running" => JobState::Running,
+            "retryable" => JobState::Retryable,
+            "completed" => JobState::Completed,
+            "discarded" => JobState::Discarded,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Discarded | JobState::Cancelled
+        )
+    }
+}
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub args: Value,
+    pub queue: String,
+    /// Higher runs first.
+    pub priority: i16,
+    pub max_attempts: i32,
+    /// Not before this time; `None` is now.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// At most one unfinished job per key.
+    pub unique_key: Option<String>,
+}
+
+impl NewJob {
+    pub fn new(kind: impl Into<String>, args: Value) -> NewJob {
+        NewJob {
+            kind: kind.into(),
+            args,
+            queue: "default".into(),
+            priority: 0,
+            max_attempts: 5,
+            scheduled_at: None,
+            unique_key: None,
+        }
+    }
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "id", rename_all = "lowercase")]
+pub enum Submitted {
+    New(i64),
+    /// An unfinished job already held the unique key; this is its id.
+    Existing(i64),
+}
+
+impl Submitted {
+    pub fn id(self) -> i64 {
+        match self {
+            Submitted::New(id) | Submitted::Existing(id) => id,
+        }
+    }
+}
+
+/// A job claimed by a worker: what it needs to run it and to fence its result.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub kind: String,
+    pub args: Value,
+    pub queue: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub scheduled_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+}
+
+/// A job row as shown by `job ls` / `job show`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: i64,
+    pub kind: String,
+    pub args: Value,
+    pub queue: String,
+    pub priority: i16,
+    pub state: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub scheduled_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub attempted_by: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub errors: Value,
+    pub output: Option<Value>,
+    pub unique_key: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The job had not started; it is cancelled.
+    Cancelled,
+    /// The job runs; its worker was told to stop, and it will end cancelled.
+    Requested,
+    /// The job had already finished, or does not exist.
+    NotCancellable,
+}
+
+/// Errors from the queue that callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("job {0} does not exist (it may have been pruned)")]
+    NotFound(i64),
+    #[error("queue query failed: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A handle on the queue tables. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pool: PgPool,
+}
+
+impl Queue {
+    pub fn new(pool: PgPool) -> Queue {
+        Queue { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Inserts a job (or finds the unfinished job holding its unique key) and wakes workers.
+    pub async fn submit(&self, job: &NewJob) -> Result<Submitted, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let submitted = Self::submit_in(&mut tx, job).await?;
+        tx.commit().await?;
+        Ok(submitted)
+    }
+
+    /// Inserts a job inside the caller's transaction, so that enqueueing follow-up work commits
+    /// or rolls back with the change that calls for it.
+    pub async fn submit_in(conn: &mut PgConnection, job: &NewJob) -> Result<Submitted, QueueError> {
+        let scheduled_at = job.scheduled_at.unwrap_or_else(Utc::now);
+        let state = if job.scheduled_at.is_some_and(|at| at > Utc::now()) {
+            JobState::Scheduled
+        } else {
+            JobState::Available
+        };
+        // A holder of the unique key can finish between our insert and our look-up; try again.
+        for _ in 0..5 {
+            let inserted: Option<(i64,)> = sqlx::query_as(sql::INSERT)
+                .bind(&job.kind)
+                .bind(&job.args)
+                .bind(&job.queue)
+                .bind(job.priority)
+                .bind(state.as_str())
+                .bind(job.max_attempts)
+                .bind(scheduled_at)
+                .bind(&job.unique_key)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some((id,)) = inserted {
+                sqlx::query(sql::NOTIFY_INSERT)
+                    .bind(&job.queue)
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(Submitted::New(id));
+            }
+            let holder: Option<(i64,)> = sqlx::query_as(sql::SELECT_UNIQUE_HOLDER)
+                .bind(&job.unique_key)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some((id,)) = holder {
+                return Ok(Submitted::Existing(id));
+            }
+        }
+        Err(QueueError::Database(sqlx::Error::Protocol(format!(
+            "unique key {:?} kept changing hands while submitting",
+            job.unique_key
+        ))))
+    }
+
+    /// Inserts `count` identical jobs in one statement, then wakes workers.
+    pub async fn submit_bulk(
+        &self,
+        kind: &str,
+        args: &Value,
+        queue: &str,
+        count: i64,
+    ) -> Result<u64, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(sql::INSERT_BULK)
+            .bind(kind)
+            .bind(args)
+            .bind(queue)
+            .bind(count)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(sql::NOTIFY_INSERT)
+            .bind(queue)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Deletes every job of `queue` (benchmark clean-up).
+    pub async fn delete_queue(&self, queue: &str) -> Result<u64, QueueError> {
+        Ok(sqlx::query(sql::DELETE_QUEUE)
+            .bind(queue)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Sorted pickup latencies of the completed jobs of `queue`, in milliseconds.
+    pub async fn pickup_latencies_ms(&self, queue: &str) -> Result<Vec<f64>, QueueError> {
+        let rows: Vec<(f64,)> = sqlx::query_as(sql::PICKUP_LATENCIES)
+            .bind(queue)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(ms,)| ms).collect())
+    }
+
+    /// Claims up to `limit` runnable jobs of `queues` for `worker`, each with a lease of `lease`.
+    pub async fn claim(
+        &self,
+        queues: &[String],
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, QueueError> {
+        let jobs = sqlx::query_as::<_, ClaimedJob>(sql::CLAIM)
+            .bind(queues)
+            .bind(limit as i64)
+            .bind(worker)
+            .bind(millis(lease))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(jobs)
+    }
+
+    /// Renews the leases of jobs this worker holds. Returns, for each job still held, whether
+    /// cancellation was requested; a job missing from the answer was lost (rescued elsewhere).
+    pub async fn heartbeat(
+        &self,
+        held: &[(i64, i32)],
+        lease: Duration,
+    ) -> Result<Vec<(i64, bool)>, QueueError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, attempts): (Vec<i64>, Vec<i32>) = held.iter().copied().unzip();
+        let rows: Vec<(i64, bool)> = sqlx::query_as(sql::HEARTBEAT)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(millis(lease))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Completes a batch of (id, attempt, output). Returns the ids that were still held; the
+    /// others had lost their lease and their results are dropped.
+    pub async fn complete_many(&self, done: &[(i64, i32, Value)]) -> Result<Vec<i64>, QueueError> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = done.iter().map(|d| d.0).collect();
+        let attempts: Vec<i32> = done.iter().map(|d| d.1).collect();
+        let outputs: Vec<Value> = done.iter().map(|d| d.2.clone()).collect();
+        let rows: Vec<(i64,)> = sqlx::query_as(sql::COMPLETE_MANY)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(&outputs)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Records a failed attempt. Returns the new state, or `None` if the lease was lost.
+    pub async fn fail(
+        &self,
+        id: i64,
+        attempt: i32,
+        error: &str,
+        permanent: bool,
+        backoff: Duration,
+    ) -> Result<Option<JobState>, QueueError> {
+        let row: Option<(String,)> = sqlx::query_as(sql::FAIL)
+            .bind(id)
+            .bind(attempt)
+            .bind(error)
+            .bind(millis(backoff))
+            .bind(permanent)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|(state,)| JobState::parse(&state)))
+    }
+
+    /// Ends a running job as cancelled. Returns false if the lease was lost.
+    pub async fn finish_cancelled(
+        &self,
+        id: i64,
+        attempt: i32,
+        reason: &str,
+    ) -> Result<bool, QueueError> {
+        let row: Option<(i64,)> = sqlx::query_as(sql::FINISH_CANCELLED)
+            .bind(id)
+            .bind(attempt)
+            .bind(reason)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Gives a running job back without burning its attempt. Returns false if the lease was lost.
+    pub async fn release(&self, id: i64, attempt: i32) -> Result<bool, QueueError> {
+        let row: Option<(i64,)> = sqlx::query_as(sql::RELEASE)
+            .bind(id)
+            .bind(attempt)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Returns up to `limit` jobs whose lease expired to the queue (or discards them when out of
+    /// attempts). Safe to run from every worker at once.
+    pub async fn rescue_expired(
+        &self,
+        limit: usize,
+        backoff: Duration,
+    ) -> Result<Vec<(i64, String)>, QueueError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(sql::RESCUE_EXPIRED)
+            .bind(limit as i64)
+            .bind(millis(backoff))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    pub async fn cancel(&self, id: i64) -> Result<CancelOutcome, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(String,)> = sqlx::query_as(sql::CANCEL)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match row.as_ref().map(|(state,)| state.as_str()) {
+            None => CancelOutcome::NotCancellable,
+            Some("running") => {
+                sqlx::query(sql::NOTIFY_CANCEL)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                CancelOutcome::Requested
+            }
+            Some(_) => CancelOutcome::Cancelled,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Makes a finished (discarded, cancelled or completed) job run again. Returns false if it
+    /// had not finished.
+    pub async fn retry(&self, id: i64) -> Result<bool, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(i64,)> = sqlx::query_as(sql::RETRY)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if row.is_some() {
+            let (queue,): (String,) = sqlx::query_as("SELECT queue FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(sql::NOTIFY_INSERT)
+                .bind(queue)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(row.is_some())
+    }
+
+    /// Deletes finished jobs finalized more than `older_than` ago, `batch` rows per statement so
+    /// no statement holds many locks. Returns how many were deleted.
+    pub async fn prune(&self, older_than: Duration, batch: usize) -> Result<u64, QueueError> {
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(sql::PRUNE_BATCH)
+                .bind(cutoff)
+                .bind(batch.max(1) as i64)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            total += deleted;
+            if deleted < batch.max(1) as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    pub async fn get(&self, id: i64) -> Result<JobRow, QueueError> {
+        sqlx::query_as::<_, JobRow>(sql::SELECT_ONE)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(QueueError::NotFound(id))
+    }
+
+    pub async fn list(
+        &self,
+        state: Option<JobState>,
+        kind: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, QueueError> {
+        let rows = sqlx::query_as::<_, JobRow>(sql::SELECT_MANY)
+            .bind(state.map(JobState::as_str))
+            .bind(kind)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        Ok(sqlx::query_as(sql::COUNT_BY_STATE)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}
+
+/// Retry delay after `attempt` failed: `base` doubled per attempt, capped at one hour, with
+/// ±25% jitter so jobs that failed together do not retry together.
+pub fn backoff(base: Duration, attempt: i32) -> Duration {
+    let exponent = attempt.clamp(1, 20) as u32 - 1;
+    let nominal = base
+        .saturating_mul(1u32 << exponent.min(20))
+        .min(Duration::from_secs(3600));
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    nominal.mul_f64(jitter)
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        let base = Duration::from_secs(1);
+        for attempt in 1..=5 {
+            let delay = backoff(base, attempt);
+            let nominal = Duration::from_secs(1 << (attempt - 1));
+            assert!(
+                delay >= nominal.mul_f64(0.75) && delay <= nominal.mul_f64(1.25),
+                "{attempt}: {delay:?}"
+            );
+        }
+        assert!(backoff(base, 40) <= Duration::from_secs(4500));
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for state in [
+            JobState::Available,
+            JobState::Scheduled,
+            JobState::Running,
+            JobState::Retryable,
+            JobState::Completed,
+            JobState::Discarded,
+            JobState::Cancelled,
+        ] {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+        }
+    }
+}

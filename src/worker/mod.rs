@@ -1,0 +1,251 @@
+//! The worker pool (DESIGN.md section 7, Worker): runs up to N jobs at once from the queue,
+//! renews their leases in one batched heartbeat, isolates panics, and shuts down gracefully:
+//! on shutdown it stops claiming, lets running jobs finish within a deadline, then releases the
+//! rest without burning their attempts.
+
+mod background;
+mod executor;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::Queue;
+use crate::tasks::{Registry, Services};
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Recorded in `attempted_by`; unique per process.
+    pub id: String,
+    pub concurrency: usize,
+    pub queues: Vec<String>,
+    /// How long a claimed job is ours without a heartbeat.
+    pub lease: Duration,
+    pub heartbeat_interval: Duration,
+    /// Fallback polling when no notification arrives.
+    pub poll_interval: Duration,
+    /// How long running jobs may take to finish after a shutdown signal before they are released.
+    pub shutdown_timeout: Duration,
+    /// First retry delay; doubles per attempt.
+    pub retry_backoff: Duration,
+    pub rescue_interval: Duration,
+    /// LISTEN for insert and cancel notifications (else poll only).
+    pub listen: bool,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            id: default_worker_id(),
+            concurrency: 4,
+            queues: vec!["default".into()],
+            lease: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            rescue_interval: Duration::from_secs(5),
+            listen: true,
+        }
+    }
+}
+
+/// `host-pid-random`: tells operators which process held a job.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// Why a running job was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Cancelled,
+    LeaseLost,
+    Shutdown,
+}
+
+/// A job this process is running.
+struct RunningJob {
+    attempt: i32,
+    cancel: CancellationToken,
+    reason: Mutex<Option<StopReason>>,
+}
+
+impl RunningJob {
+    fn stop(&self, reason: StopReason) {
+        self.reason
+            .lock()
+            .expect("reason lock")
+            .get_or_insert(reason);
+        self.cancel.cancel();
+    }
+}
+
+/// Counters a worker keeps, for logs and the benchmark.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub claimed: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub released: AtomicU64,
+}
+
+/// What the parts of a worker share.
+struct Shared {
+    queue: Queue,
+    registry: Arc<Registry>,
+    services: Arc<Services>,
+    options: WorkerOptions,
+    running: Mutex<HashMap<i64, Arc<RunningJob>>>,
+    /// Woken by notifications and rescues: there may be work.
+    wake: Notify,
+    /// Woken when a job ends: a slot is free.
+    slot_freed: Notify,
+    stats: Arc<WorkerStats>,
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    pub fn new(services: Arc<Services>, registry: Arc<Registry>, options: WorkerOptions) -> Worker {
+        debug_assert!(
+            options.heartbeat_interval < options.lease,
+            "heartbeats must come before the lease ends"
+        );
+        Worker {
+            shared: Arc::new(Shared {
+                queue: services.queue.clone(),
+                registry,
+                services,
+                options,
+                running: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                slot_freed: Notify::new(),
+                stats: Arc::new(WorkerStats::default()),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains as described in the module docs.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let shared = &self.shared;
+        let options = &shared.options;
+        tracing::info!(worker = %options.id, concurrency = options.concurrency, queues = ?options.queues, "worker started");
+        let stop_background = CancellationToken::new();
+        let (completions, completions_rx) = mpsc::unbounded_channel();
+        let mut background = JoinSet::new();
+        background.spawn(background::heartbeat(
+            shared.clone(),
+            stop_background.clone(),
+        ));
+        background.spawn(background::rescuer(shared.clone(), stop_background.clone()));
+        if options.listen {
+            background.spawn(background::listener(
+                shared.clone(),
+                stop_background.clone(),
+            ));
+        }
+        let completer = tokio::spawn(background::completer(shared.clone(), completions_rx));
+
+        let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let mut jobs = JoinSet::new();
+        let mut claim_failures = 0u32;
+        while !shutdown.is_cancelled() {
+            let free = slots.available_permits();
+            let mut filled_all = false;
+            if free > 0 {
+                match shared
+                    .queue
+                    .claim(&options.queues, free, &options.id, options.lease)
+                    .await
+                {
+                    Ok(claimed) => {
+                        claim_failures = 0;
+                        filled_all = claimed.len() == free;
+                        shared
+                            .stats
+                            .claimed
+                            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+                        for job in claimed {
+                            let permit = slots
+                                .clone()
+                                .try_acquire_owned()
+                                .expect("a slot per claimed job");
+                            jobs.spawn(executor::execute(
+                                shared.clone(),
+                                job,
+                                completions.clone(),
+                                permit,
+                            ));
+                        }
+                    }
+                    Err(err) => {
+                        claim_failures += 1;
+                        let delay = Duration::from_millis(200 * u64::from(claim_failures.min(25)));
+                        tracing::warn!(error = %err, retry_in = ?delay, "cannot claim jobs; is Postgres up?");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => continue,
+                        }
+                    }
+                }
+            }
+            // Reap finished executors so the set does not grow.
+            while jobs.try_join_next().is_some() {}
+            if filled_all && slots.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = shared.wake.notified() => {}
+                _ = shared.slot_freed.notified() => {}
+                _ = tokio::time::sleep(options.poll_interval) => {}
+            }
+        }
+
+        tracing::info!(worker = %options.id, running = jobs.len(), "shutting down: no new claims");
+        let drained = tokio::time::timeout(options.shutdown_timeout, async {
+            while jobs.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            let running: Vec<Arc<RunningJob>> = shared
+                .running
+                .lock()
+                .expect("running lock")
+                .values()
+                .cloned()
+                .collect();
+            tracing::warn!(
+                count = running.len(),
+                "shutdown timeout reached: releasing running jobs"
+            );
+            for job in running {
+                job.stop(StopReason::Shutdown);
+            }
+            while jobs.join_next().await.is_some() {}
+        }
+        drop(completions);
+        let _ = completer.await;
+        stop_background.cancel();
+        while background.join_next().await.is_some() {}
+        tracing::info!(worker = %options.id, "worker stopped");
+    }
+}

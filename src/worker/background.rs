@@ -164,7 +164,13 @@ pub(super) async fn completer(
             }
         }
         let mut delay = Duration::from_millis(100);
+        let give_up_at = tokio::time::Instant::now() + shared.options.lease;
         loop {
+            if tokio::time::Instant::now() >= give_up_at {
+                // Our leases have run out by now: the jobs will be rescued and run again.
+                tracing::error!(jobs = batch.len(), "cannot record completions within a lease; giving up on them");
+                break;
+            }
             match shared.queue.complete_many(&batch).await {
                 Ok(completed) => {
                     shared

@@ -20,6 +20,20 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     pub staging_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub prebuild: PrebuildFileConfig,
+}
+
+/// `[prebuild]` in minion.toml.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrebuildFileConfig {
+    /// RocksDB table format_version of key-metadata SST files (default 5: readable by RocksDB 6/7).
+    pub sst_format_version: Option<i32>,
+    /// Key-run entries sorted in memory before spilling to disk.
+    pub max_run_entries: Option<usize>,
+    /// Entries per SST file.
+    pub sst_max_entries: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -66,6 +80,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub staging_dir: PathBuf,
+    pub prebuild: crate::snapshot::PrebuildOptions,
 }
 
 impl Settings {
@@ -90,6 +105,24 @@ impl Settings {
                 .clone()
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_string()),
+            prebuild: {
+                let defaults = crate::snapshot::PrebuildOptions::default();
+                crate::snapshot::PrebuildOptions {
+                    staging_dir: file.staging_dir.clone().unwrap_or_else(std::env::temp_dir),
+                    max_run_entries: file
+                        .prebuild
+                        .max_run_entries
+                        .unwrap_or(defaults.max_run_entries),
+                    sst_format_version: file
+                        .prebuild
+                        .sst_format_version
+                        .unwrap_or(defaults.sst_format_version),
+                    sst_max_entries: file
+                        .prebuild
+                        .sst_max_entries
+                        .unwrap_or(defaults.sst_max_entries),
+                }
+            },
             staging_dir: file.staging_dir.unwrap_or_else(std::env::temp_dir),
         })
     }

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod logging;
 pub mod queue;
 pub mod segment;
+pub mod snapshot;
 pub mod storage;
 pub mod table;
 pub mod tasks;

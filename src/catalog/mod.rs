@@ -3,6 +3,7 @@
 //! several rows runs in one transaction.
 
 mod segments;
+pub mod snapshots;
 pub mod tables;
 
 use std::time::Duration;
@@ -11,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use segments::{NewSegment, SegmentRow, SegmentState};
+pub use snapshots::{NewSnapshot, PublishOutcome, SnapshotRow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

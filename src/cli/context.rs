@@ -69,6 +69,7 @@ impl Context {
             queue: Queue::new(catalog.pool().clone()),
             catalog,
             store: self.store()?,
+            prebuild: self.settings.prebuild.clone(),
         }))
     }
 

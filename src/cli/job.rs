@@ -93,6 +93,7 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<()> {
     match command {
         JobCommand::Submit(args) => {
             let job_args = parse_job_args(&registry, &args.kind, &args.args)?;
+            let default_unique_key = registry.get(&args.kind)?.unique_key(&job_args);
             anyhow::ensure!(args.max_attempts >= 1, "--max-attempts must be at least 1");
             let scheduled_at = match (args.at, args.r#in) {
                 (Some(at), _) => Some(at),
@@ -106,7 +107,7 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<()> {
                 priority: args.priority,
                 max_attempts: args.max_attempts,
                 scheduled_at,
-                unique_key: args.unique_key,
+                unique_key: args.unique_key.or(default_unique_key),
             };
             let submitted = context.queue().await?.submit(&job).await?;
             if args.json {

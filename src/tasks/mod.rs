@@ -3,6 +3,7 @@
 //! are worth retrying.
 
 mod diagnostic;
+pub mod prebuild;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
 use crate::queue::Queue;
+use crate::snapshot::PrebuildOptions;
 use crate::storage::Store;
 
 /// How a job failed.
@@ -47,6 +49,41 @@ pub struct Services {
     pub catalog: Catalog,
     pub queue: Queue,
     pub store: Store,
+    pub prebuild: PrebuildOptions,
+}
+
+/// Sorts an error into retryable or permanent: corrupt or missing input, a schema mismatch, a
+/// missing table or an unreadable manifest cannot be fixed by running again.
+pub fn classify(err: anyhow::Error) -> JobError {
+    use crate::catalog::CatalogError;
+    use crate::snapshot::keyrun::RunError;
+    use crate::storage::StorageError;
+    let permanent = err.chain().any(|cause| {
+        cause.is::<crate::snapshot::build::PermanentError>()
+            || cause.is::<crate::segment::SegmentError>()
+            || cause.is::<crate::snapshot::manifest::ManifestError>()
+            || matches!(
+                cause.downcast_ref::<RunError>(),
+                Some(RunError::Corrupt { .. })
+            )
+            || matches!(
+                cause.downcast_ref::<CatalogError>(),
+                Some(CatalogError::TableNotFound(_))
+            )
+            || matches!(
+                cause.downcast_ref::<StorageError>(),
+                Some(
+                    StorageError::NotFound { .. }
+                        | StorageError::AlreadyExists { .. }
+                        | StorageError::BadUrl { .. }
+                )
+            )
+    });
+    if permanent {
+        JobError::Permanent(err)
+    } else {
+        JobError::Retryable(err)
+    }
 }
 
 /// One execution of one job.
@@ -66,6 +103,11 @@ pub trait Task: Send + Sync {
 
     /// Checks the arguments; the message says what is wrong and how to fix it.
     fn validate(&self, args: &Value) -> Result<(), String>;
+
+    /// The unique key a submission of these arguments gets unless one is given.
+    fn unique_key(&self, _args: &Value) -> Option<String> {
+        None
+    }
 
     /// Runs the job. Returns a JSON summary stored as the job's output.
     async fn run(&self, context: &JobContext, args: Value) -> Result<Value, JobError>;
@@ -94,6 +136,7 @@ impl Registry {
         for task in diagnostic::tasks() {
             registry.register(task);
         }
+        registry.register(prebuild::task());
         registry
     }
 

@@ -168,7 +168,10 @@ pub(super) async fn completer(
         loop {
             if tokio::time::Instant::now() >= give_up_at {
                 // Our leases have run out by now: the jobs will be rescued and run again.
-                tracing::error!(jobs = batch.len(), "cannot record completions within a lease; giving up on them");
+                tracing::error!(
+                    jobs = batch.len(),
+                    "cannot record completions within a lease; giving up on them"
+                );
                 break;
             }
             match shared.queue.complete_many(&batch).await {

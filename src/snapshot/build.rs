@@ -1,0 +1,395 @@
+//! The prebuild: (table, partition) -> a new published snapshot.
+//!
+//! 1. Ensure every online segment has its sorted key run (reused from the store, or built from
+//!    the segment's key, comparison and delete columns, checked against the catalog checksum).
+//! 2. Merge the runs and resolve winners (`resolve`), writing key metadata in merge order.
+//! 3. Upload bitmaps, SST files and, last, the manifest, under a fresh directory.
+//! 4. Publish by compare-and-swap on the partition's latest snapshot version.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::keyrun::{build_run, RunReader};
+use super::manifest::{FileEntry, KeyFile, Manifest, ManifestSegment, FORMAT};
+use super::record::ComparisonKind;
+use super::resolve::{resolve, Resolution, Source, TtlSettings};
+use super::sst::{sst_options, SstSplitter};
+use crate::catalog::{Catalog, NewSnapshot, PublishOutcome, SegmentRow, SegmentState};
+use crate::storage::{layout, sha256_hex, StorageError, Store};
+use crate::table::TableConfig;
+
+#[derive(Debug, Clone)]
+pub struct PrebuildOptions {
+    pub staging_dir: PathBuf,
+    /// Entries sorted in memory before spilling, when building a key run.
+    pub max_run_entries: usize,
+    pub sst_format_version: i32,
+    /// Entries per SST file.
+    pub sst_max_entries: u64,
+}
+
+impl Default for PrebuildOptions {
+    fn default() -> Self {
+        PrebuildOptions {
+            staging_dir: std::env::temp_dir(),
+            max_run_entries: 2_000_000,
+            sst_format_version: super::sst::DEFAULT_FORMAT_VERSION,
+            sst_max_entries: 50_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PrebuildReport {
+    pub table: String,
+    pub partition: u32,
+    /// Published, superseded, up to date, ...
+    pub outcome: String,
+    pub version: Option<i64>,
+    pub segments: usize,
+    pub runs_reused: usize,
+    pub runs_built: usize,
+    pub rows: u64,
+    pub key_count: u64,
+    pub valid_docs: u64,
+    pub seconds: f64,
+}
+
+/// A problem retrying cannot fix; the job is discarded and nothing is published.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PermanentError(pub String);
+
+pub async fn prebuild(
+    catalog: &Catalog,
+    store: &Store,
+    table_name: &str,
+    partition: u32,
+    job_id: Option<i64>,
+    options: &PrebuildOptions,
+) -> anyhow::Result<PrebuildReport> {
+    let started = Instant::now();
+    let table = catalog.table(table_name).await?;
+    if partition >= table.partitions {
+        return Err(PermanentError(format!(
+            "table {table_name} has partitions 0 to {}, not {partition}",
+            table.partitions - 1
+        ))
+        .into());
+    }
+    let previous = catalog.latest_snapshot(table_name, partition).await?;
+    let expected = previous.as_ref().map(|s| s.version);
+    let segments = catalog
+        .segments(table_name, Some(partition), Some(SegmentState::Online))
+        .await?;
+    let mut report = PrebuildReport {
+        table: table_name.to_string(),
+        partition,
+        outcome: String::new(),
+        version: expected,
+        segments: segments.len(),
+        runs_reused: 0,
+        runs_built: 0,
+        rows: segments.iter().map(|s| s.row_count as u64).sum(),
+        key_count: previous.as_ref().map_or(0, |s| s.key_count as u64),
+        valid_docs: previous.as_ref().map_or(0, |s| s.valid_docs as u64),
+        seconds: 0.0,
+    };
+    let ids: Vec<i64> = segments.iter().map(|s| s.id).collect();
+    if previous.as_ref().is_some_and(|p| p.segment_ids == ids) {
+        report.outcome = "up_to_date".into();
+        return Ok(report);
+    }
+    if segments.is_empty() && previous.is_none() {
+        report.outcome = "no_segments".into();
+        return Ok(report);
+    }
+
+    let workdir = tempfile::Builder::new()
+        .prefix("minion-prebuild-")
+        .tempdir_in(&options.staging_dir)
+        .with_context(|| {
+            format!(
+                "cannot create a work directory in {}",
+                options.staging_dir.display()
+            )
+        })?;
+    let mut run_paths = Vec::with_capacity(segments.len());
+    for segment in &segments {
+        let (path, reused) = ensure_run(store, &table, segment, workdir.path(), options).await?;
+        if reused {
+            report.runs_reused += 1;
+        } else {
+            report.runs_built += 1;
+        }
+        run_paths.push(path);
+    }
+
+    let sources: Vec<Source> = segments
+        .iter()
+        .map(|s| Source {
+            segment_id: s.id as u64,
+            sequence: s.sequence,
+            rows: s.row_count as u64,
+        })
+        .collect();
+    let kind = ComparisonKind::of(
+        table
+            .column(&table.comparison)
+            .expect("validated")
+            .column_type,
+    );
+    let ttl = TtlSettings {
+        deleted_keys_ttl: table.ttl.deleted_keys_ttl,
+        metadata_ttl: table.ttl.metadata_ttl,
+    };
+    let (resolution, sst_files) = {
+        let (dir, format_version, max_entries) = (
+            workdir.path().to_path_buf(),
+            options.sst_format_version,
+            options.sst_max_entries,
+        );
+        tokio::task::spawn_blocking(move || {
+            resolve_to_files(
+                &run_paths,
+                &sources,
+                kind,
+                ttl,
+                &dir,
+                format_version,
+                max_entries,
+            )
+        })
+        .await??
+    };
+
+    let version = expected.unwrap_or(0) + 1;
+    let prefix = layout::snapshot_prefix(table_name, partition, version);
+    let mut manifest_segments = Vec::with_capacity(segments.len());
+    for (index, segment) in segments.iter().enumerate() {
+        let valid = upload_bitmap(
+            store,
+            &format!("{prefix}valid/{}.roaring", segment.id),
+            &resolution.valid[index],
+        )
+        .await?;
+        let queryable = upload_bitmap(
+            store,
+            &format!("{prefix}queryable/{}.roaring", segment.id),
+            &resolution.queryable[index],
+        )
+        .await?;
+        manifest_segments.push(ManifestSegment {
+            id: segment.id,
+            name: segment.name.clone(),
+            sequence: segment.sequence,
+            checksum: segment.checksum.clone(),
+            rows: segment.row_count as u64,
+            valid,
+            queryable,
+            valid_docs: resolution.valid[index].len(),
+            queryable_docs: resolution.queryable[index].len(),
+        });
+    }
+    let mut key_files = Vec::with_capacity(sst_files.len());
+    for (index, (path, entries)) in sst_files.iter().enumerate() {
+        let key = format!("{prefix}keys/{index}.sst");
+        let checksum = sha256_hex(&tokio::fs::read(path).await?);
+        let size = tokio::fs::metadata(path).await?.len();
+        store.put_file_once(&key, path).await?;
+        key_files.push(KeyFile {
+            file: FileEntry {
+                key,
+                size,
+                checksum,
+            },
+            entries: *entries,
+        });
+    }
+    let valid_docs: u64 = resolution.valid.iter().map(|b| b.len()).sum();
+    let queryable_docs: u64 = resolution.queryable.iter().map(|b| b.len()).sum();
+    let manifest = Manifest {
+        format: FORMAT,
+        table: table_name.to_string(),
+        partition,
+        version,
+        created_at: chrono::Utc::now(),
+        job_id,
+        primary_key_hash: table.primary_key_hash,
+        comparison_kind: kind,
+        sst_format_version: options.sst_format_version,
+        segments: manifest_segments,
+        key_files,
+        key_count: resolution.metadata_keys,
+        live_keys: resolution.live_keys,
+        forgotten_deleted_keys: resolution.forgotten_keys,
+        valid_docs,
+        queryable_docs,
+        largest_comparison: resolution
+            .largest_comparison
+            .map(|l| kind.natural_from_sortable(l)),
+        largest_comparison_f64: resolution.largest_comparison.map(|l| kind.to_f64(l)),
+        deleted_keys_ttl: table.ttl.deleted_keys_ttl,
+        metadata_ttl: table.ttl.metadata_ttl,
+        metadata_watermark: resolution.metadata_watermark,
+    };
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
+    let manifest_key = format!("{prefix}manifest.json");
+    store
+        .put_once(&manifest_key, Bytes::from(manifest_bytes.clone()))
+        .await?;
+
+    let new = NewSnapshot {
+        table: table_name.to_string(),
+        partition,
+        version,
+        manifest_key,
+        manifest_checksum: sha256_hex(&manifest_bytes),
+        segments: segments
+            .iter()
+            .map(|s| (s.id, s.checksum.clone()))
+            .collect(),
+        key_count: resolution.metadata_keys as i64,
+        valid_docs: valid_docs as i64,
+        queryable_docs: queryable_docs as i64,
+        largest_comparison: manifest.largest_comparison_f64,
+        job_id,
+    };
+    let outcome = catalog.publish_snapshot(&new, expected).await?;
+    report.outcome = match outcome {
+        PublishOutcome::Published => {
+            report.version = Some(version);
+            report.key_count = resolution.metadata_keys;
+            report.valid_docs = valid_docs;
+            "published".into()
+        }
+        PublishOutcome::Superseded { current } => {
+            tracing::info!(?current, "a newer snapshot was published meanwhile; this one is dropped (its objects are garbage)");
+            "superseded".into()
+        }
+        PublishOutcome::SegmentChanged { segment_id } => {
+            // The partition moved on (compaction, merge): a retry builds from the new set.
+            anyhow::bail!(
+                "segment {segment_id} changed while the snapshot was built; not published, retry"
+            );
+        }
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Downloads the segment's key run, or builds and uploads it. Returns (local path, reused).
+async fn ensure_run(
+    store: &Store,
+    table: &TableConfig,
+    segment: &SegmentRow,
+    workdir: &Path,
+    options: &PrebuildOptions,
+) -> anyhow::Result<(PathBuf, bool)> {
+    let partition = segment.partition as u32;
+    let run_key = layout::keyrun_key(&table.name, partition, &segment.name);
+    let local_run = workdir.join(format!("{}.run", segment.id));
+    match store.download_to(&run_key, &local_run).await {
+        Ok(_) => {
+            let header = RunReader::open(&local_run)?.header;
+            if header.segment_checksum != segment.checksum {
+                return Err(PermanentError(format!(
+                    "key run {run_key} was built from other content than segment {} (checksum {}); delete the run object and prebuild again",
+                    segment.name, segment.checksum
+                ))
+                .into());
+            }
+            return Ok((local_run, true));
+        }
+        Err(StorageError::NotFound { .. }) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let local_segment = workdir.join(format!("{}.parquet", segment.id));
+    let checksum = match store.download_to(&segment.object_key, &local_segment).await {
+        Ok(checksum) => checksum,
+        Err(err @ StorageError::NotFound { .. }) => {
+            return Err(PermanentError(format!("segment {}: {err}", segment.name)).into())
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if checksum != segment.checksum {
+        return Err(PermanentError(format!(
+            "segment {} ({}) has checksum {checksum} but the catalog recorded {}; the object was changed or damaged, restore it",
+            segment.name, segment.object_key, segment.checksum
+        ))
+        .into());
+    }
+    let (table_owned, segment_checksum, run_path, work, limit) = (
+        table.clone(),
+        segment.checksum.clone(),
+        local_run.clone(),
+        workdir.to_path_buf(),
+        options.max_run_entries,
+    );
+    let segment_path = local_segment.clone();
+    tokio::task::spawn_blocking(move || {
+        build_run(
+            &segment_path,
+            &segment_checksum,
+            &table_owned,
+            &run_path,
+            &work,
+            limit,
+        )
+    })
+    .await?
+    .map_err(|err| match err {
+        super::keyrun::RunError::Segment(inner) => {
+            anyhow::Error::new(PermanentError(inner.to_string()))
+        }
+        other => other.into(),
+    })?;
+    let _ = tokio::fs::remove_file(&local_segment).await;
+    match store.put_file_once(&run_key, &local_run).await {
+        // Another prebuild built the same run first; runs are deterministic, ours is as good.
+        Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok((local_run, false)),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn resolve_to_files(
+    run_paths: &[PathBuf],
+    sources: &[Source],
+    kind: ComparisonKind,
+    ttl: TtlSettings,
+    dir: &Path,
+    format_version: i32,
+    max_entries: u64,
+) -> anyhow::Result<(Resolution, Vec<(PathBuf, u64)>)> {
+    let readers = run_paths
+        .iter()
+        .map(|p| RunReader::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = sst_options(format_version);
+    let mut splitter = SstSplitter::new(&options, dir, max_entries);
+    let resolution = resolve(readers, sources, kind, ttl, |key, record| {
+        splitter.put(key, &record.encode())
+    })?;
+    let files = splitter.finish()?;
+    Ok((resolution, files))
+}
+
+async fn upload_bitmap(
+    store: &Store,
+    key: &str,
+    bitmap: &roaring::RoaringBitmap,
+) -> anyhow::Result<FileEntry> {
+    let mut bytes = Vec::with_capacity(bitmap.serialized_size());
+    bitmap.serialize_into(&mut bytes)?;
+    let entry = FileEntry {
+        key: key.to_string(),
+        size: bytes.len() as u64,
+        checksum: sha256_hex(&bytes),
+    };
+    store.put_once(key, Bytes::from(bytes)).await?;
+    Ok(entry)
+}

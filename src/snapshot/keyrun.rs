@@ -1,0 +1,508 @@
+//! Key runs: one sorted file of (metadata key, comparison, docId, deleted) per segment.
+//!
+//! A segment's run is built once (reading only its key, comparison and delete columns), stored in
+//! the object store beside the segment, and reused by every later prebuild, so a partition that
+//! gained a few segments does not re-read the Parquet of the old ones. Building a run is an
+//! external sort: at most `max_entries_in_memory` entries are sorted in memory, spilled to local
+//! disk, and the spills merged; memory stays bounded however large the segment.
+//!
+//! File layout (little-endian): magic `MNKRUN01`, header length u32, header JSON, then entries
+//! `[key length u16 when keys are unhashed] key | comparison (sortable) u64 | docId u32 | flags u8`,
+//! sorted by (key, comparison, docId); then xxh3-64 of every preceding byte and magic `MNKREND1`.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::record::{sortable_values, FLAG_DELETED};
+use crate::keys::{encode_key_into, metadata_key};
+use crate::segment::SegmentFile;
+use crate::table::{PrimaryKeyHash, TableConfig};
+
+const MAGIC: &[u8; 8] = b"MNKRUN01";
+const END_MAGIC: &[u8; 8] = b"MNKREND1";
+const HASHED_KEY_LEN: usize = 16;
+
+/// One row of a segment, as prebuild sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RunEntry {
+    pub key: Box<[u8]>,
+    /// Sortable comparison value (see `record`).
+    pub comparison: u64,
+    pub doc_id: u32,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunHeader {
+    pub format: u32,
+    /// `xxh3_128` (fixed 16-byte keys) or `none` (length-prefixed keys).
+    pub primary_key_hash: PrimaryKeyHash,
+    /// SHA-256 of the segment the run was built from; empty for local spill files.
+    pub segment_checksum: String,
+    pub entries: u64,
+    /// Largest sortable comparison value in the run.
+    pub max_comparison: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("key run {path} is corrupt or truncated: {message}; delete it and prebuild again (it is rebuilt from the segment)")]
+    Corrupt { path: String, message: String },
+    #[error("key run file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Segment(#[from] crate::segment::SegmentError),
+}
+
+/// Writes entries in sorted order; the caller guarantees the order (checked in debug builds).
+pub struct RunWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    hasher: Xxh3,
+    hashed_keys: bool,
+    written: u64,
+    expected: u64,
+    #[cfg(debug_assertions)]
+    last: Option<RunEntry>,
+}
+
+impl RunWriter {
+    pub fn create(path: &Path, header: &RunHeader) -> Result<RunWriter, RunError> {
+        let io = |source| RunError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = File::create(path).map_err(io)?;
+        let mut writer = RunWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, file),
+            hasher: Xxh3::new(),
+            hashed_keys: header.primary_key_hash == PrimaryKeyHash::Xxh3_128,
+            written: 0,
+            expected: header.entries,
+            #[cfg(debug_assertions)]
+            last: None,
+        };
+        let header_json = serde_json::to_vec(header).expect("run header serializes");
+        writer.put(MAGIC)?;
+        writer.put(&(header_json.len() as u32).to_le_bytes())?;
+        writer.put(&header_json)?;
+        Ok(writer)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), RunError> {
+        self.hasher.update(bytes);
+        self.out.write_all(bytes).map_err(|source| RunError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn write(&mut self, entry: &RunEntry) -> Result<(), RunError> {
+        #[cfg(debug_assertions)]
+        {
+            debug_assert!(
+                self.last.as_ref().is_none_or(|last| last <= entry),
+                "run entries out of order"
+            );
+            self.last = Some(entry.clone());
+        }
+        if self.hashed_keys {
+            debug_assert_eq!(entry.key.len(), HASHED_KEY_LEN);
+        } else {
+            let len = u16::try_from(entry.key.len()).map_err(|_| RunError::Corrupt {
+                path: self.path.display().to_string(),
+                message: format!(
+                    "a primary key of {} bytes is longer than 65535",
+                    entry.key.len()
+                ),
+            })?;
+            self.put(&len.to_le_bytes())?;
+        }
+        let mut fixed = [0u8; 13];
+        fixed[0..8].copy_from_slice(&entry.comparison.to_le_bytes());
+        fixed[8..12].copy_from_slice(&entry.doc_id.to_le_bytes());
+        fixed[12] = if entry.deleted { FLAG_DELETED } else { 0 };
+        self.put(&entry.key)?;
+        self.put(&fixed)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<u64, RunError> {
+        debug_assert_eq!(self.written, self.expected, "header entry count must match");
+        let digest = self.hasher.digest();
+        let io = |source| RunError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        self.out.write_all(&digest.to_le_bytes()).map_err(io)?;
+        self.out.write_all(END_MAGIC).map_err(io)?;
+        self.out.flush().map_err(io)?;
+        Ok(self.written)
+    }
+}
+
+/// Reads a run back, verifying its checksum when the last entry has been read.
+pub struct RunReader {
+    path: String,
+    input: BufReader<File>,
+    hasher: Xxh3,
+    pub header: RunHeader,
+    remaining: u64,
+    hashed_keys: bool,
+}
+
+impl RunReader {
+    pub fn open(path: &Path) -> Result<RunReader, RunError> {
+        let shown = path.display().to_string();
+        let file = File::open(path).map_err(|source| RunError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut reader = RunReader {
+            path: shown,
+            input: BufReader::with_capacity(256 * 1024, file),
+            hasher: Xxh3::new(),
+            header: RunHeader {
+                format: 0,
+                primary_key_hash: PrimaryKeyHash::Xxh3_128,
+                segment_checksum: String::new(),
+                entries: 0,
+                max_comparison: None,
+            },
+            remaining: 0,
+            hashed_keys: true,
+        };
+        let mut magic = [0u8; 8];
+        reader.take(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(reader.corrupt("not a key run (bad magic)"));
+        }
+        let mut len = [0u8; 4];
+        reader.take(&mut len)?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > 1 << 20 {
+            return Err(reader.corrupt("header length is implausible"));
+        }
+        let mut header = vec![0u8; len];
+        reader.take(&mut header)?;
+        reader.header = serde_json::from_slice(&header)
+            .map_err(|err| reader.corrupt(&format!("bad header: {err}")))?;
+        if reader.header.format != 1 {
+            return Err(reader.corrupt(&format!("unknown format {}", reader.header.format)));
+        }
+        reader.remaining = reader.header.entries;
+        reader.hashed_keys = reader.header.primary_key_hash == PrimaryKeyHash::Xxh3_128;
+        Ok(reader)
+    }
+
+    fn corrupt(&self, message: &str) -> RunError {
+        RunError::Corrupt {
+            path: self.path.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    fn take(&mut self, buffer: &mut [u8]) -> Result<(), RunError> {
+        self.input
+            .read_exact(buffer)
+            .map_err(|err| match err.kind() {
+                std::io::ErrorKind::UnexpectedEof => self.corrupt("file ends early"),
+                _ => RunError::Io {
+                    path: self.path.clone(),
+                    source: err,
+                },
+            })?;
+        self.hasher.update(buffer);
+        Ok(())
+    }
+
+    /// The next entry, or `None` after the last one once the checksum has been verified.
+    pub fn next_entry(&mut self) -> Result<Option<RunEntry>, RunError> {
+        if self.remaining == 0 {
+            self.verify_footer()?;
+            return Ok(None);
+        }
+        let key_len = if self.hashed_keys {
+            HASHED_KEY_LEN
+        } else {
+            let mut len = [0u8; 2];
+            self.take(&mut len)?;
+            u16::from_le_bytes(len) as usize
+        };
+        let mut key = vec![0u8; key_len];
+        self.take(&mut key)?;
+        let mut fixed = [0u8; 13];
+        self.take(&mut fixed)?;
+        self.remaining -= 1;
+        Ok(Some(RunEntry {
+            key: key.into_boxed_slice(),
+            comparison: u64::from_le_bytes(fixed[0..8].try_into().expect("8 bytes")),
+            doc_id: u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes")),
+            deleted: fixed[12] & FLAG_DELETED != 0,
+        }))
+    }
+
+    fn verify_footer(&mut self) -> Result<(), RunError> {
+        let expected = self.hasher.digest();
+        let mut footer = [0u8; 16];
+        self.input
+            .read_exact(&mut footer)
+            .map_err(|_| self.corrupt("footer missing"))?;
+        if u64::from_le_bytes(footer[0..8].try_into().expect("8 bytes")) != expected {
+            return Err(self.corrupt("checksum mismatch"));
+        }
+        if &footer[8..16] != END_MAGIC {
+            return Err(self.corrupt("bad end magic"));
+        }
+        Ok(())
+    }
+}
+
+/// Builds the sorted key run of a local segment file into `out`, spilling sorted chunks of at
+/// most `max_entries_in_memory` entries to `workdir`.
+pub fn build_run(
+    segment: &Path,
+    segment_checksum: &str,
+    table: &TableConfig,
+    out: &Path,
+    workdir: &Path,
+    max_entries_in_memory: usize,
+) -> Result<RunHeader, RunError> {
+    let file = SegmentFile::open(segment, table)?;
+    let mut columns: Vec<&str> = table.primary_key.iter().map(String::as_str).collect();
+    columns.push(&table.comparison);
+    if let Some(delete) = &table.delete_column {
+        columns.push(delete);
+    }
+    let key_count = table.primary_key.len();
+    let file_schema = file.metadata().file_metadata().schema_descr_ptr();
+    // Projected batches come back in file column order; find each needed column by name.
+    let order: Vec<usize> = {
+        let mut in_file: Vec<(usize, &str)> = columns
+            .iter()
+            .map(|name| {
+                let index = (0..file_schema.num_columns())
+                    .find(|&i| file_schema.column(i).name() == *name)
+                    .expect("schema checked by SegmentFile::open");
+                (index, *name)
+            })
+            .collect();
+        in_file.sort();
+        columns
+            .iter()
+            .map(|name| {
+                in_file
+                    .iter()
+                    .position(|(_, n)| n == name)
+                    .expect("present")
+            })
+            .collect()
+    };
+
+    let limit = max_entries_in_memory.max(1);
+    let mut chunk: Vec<RunEntry> = Vec::with_capacity(limit.min(1 << 20));
+    let mut spills: Vec<PathBuf> = Vec::new();
+    let mut max_comparison: Option<u64> = None;
+    let mut doc_id: u32 = 0;
+    let mut encoded = Vec::with_capacity(64);
+    let mut key = Vec::with_capacity(64);
+    for batch in file.read(Some(&columns), 8192)? {
+        let batch = batch?;
+        let key_columns: Vec<ArrayRef> = order[..key_count]
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        let comparisons = sortable_values(batch.column(order[key_count]).as_ref());
+        let deletes = table
+            .delete_column
+            .as_ref()
+            .map(|_| batch.column(order[key_count + 1]).as_boolean().clone());
+        for row in 0..batch.num_rows() {
+            encode_key_into(&key_columns, row, &mut encoded);
+            metadata_key(&encoded, table.primary_key_hash, &mut key);
+            let comparison = comparisons[row];
+            max_comparison = Some(max_comparison.map_or(comparison, |m| m.max(comparison)));
+            let deleted = deletes
+                .as_ref()
+                .is_some_and(|d| d.is_valid(row) && d.value(row));
+            chunk.push(RunEntry {
+                key: key.as_slice().into(),
+                comparison,
+                doc_id,
+                deleted,
+            });
+            doc_id = doc_id.checked_add(1).ok_or_else(|| RunError::Corrupt {
+                path: segment.display().to_string(),
+                message: "more than 4 billion rows in one segment".into(),
+            })?;
+            if chunk.len() >= limit {
+                spills.push(spill(&mut chunk, table, workdir, spills.len())?);
+            }
+        }
+    }
+    let header = RunHeader {
+        format: 1,
+        primary_key_hash: table.primary_key_hash,
+        segment_checksum: segment_checksum.to_string(),
+        entries: doc_id as u64,
+        max_comparison,
+    };
+    if spills.is_empty() {
+        chunk.sort_unstable();
+        let mut writer = RunWriter::create(out, &header)?;
+        for entry in &chunk {
+            writer.write(entry)?;
+        }
+        writer.finish()?;
+        return Ok(header);
+    }
+    if !chunk.is_empty() {
+        spills.push(spill(&mut chunk, table, workdir, spills.len())?);
+    }
+    drop(chunk);
+    let readers = spills
+        .iter()
+        .map(|p| RunReader::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut writer = RunWriter::create(out, &header)?;
+    let mut merged = MergedRuns::new(readers)?;
+    while let Some((_, entry)) = merged.next()? {
+        writer.write(&entry)?;
+    }
+    writer.finish()?;
+    for path in spills {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(header)
+}
+
+fn spill(
+    chunk: &mut Vec<RunEntry>,
+    table: &TableConfig,
+    workdir: &Path,
+    index: usize,
+) -> Result<PathBuf, RunError> {
+    chunk.sort_unstable();
+    let path = workdir.join(format!("spill-{index}-{:08x}.run", rand::random::<u32>()));
+    let header = RunHeader {
+        format: 1,
+        primary_key_hash: table.primary_key_hash,
+        segment_checksum: String::new(),
+        entries: chunk.len() as u64,
+        max_comparison: None,
+    };
+    let mut writer = RunWriter::create(&path, &header)?;
+    for entry in chunk.iter() {
+        writer.write(entry)?;
+    }
+    writer.finish()?;
+    chunk.clear();
+    Ok(path)
+}
+
+/// A k-way merge of sorted runs: entries in (key, comparison, docId, run index) order, each with
+/// the index of the run it came from. Holds one entry per run in memory.
+pub struct MergedRuns {
+    readers: Vec<RunReader>,
+    heap: BinaryHeap<Reverse<(RunEntry, usize)>>,
+}
+
+impl MergedRuns {
+    pub fn new(mut readers: Vec<RunReader>) -> Result<MergedRuns, RunError> {
+        let mut heap = BinaryHeap::with_capacity(readers.len());
+        for (index, reader) in readers.iter_mut().enumerate() {
+            if let Some(entry) = reader.next_entry()? {
+                heap.push(Reverse((entry, index)));
+            }
+        }
+        Ok(MergedRuns { readers, heap })
+    }
+
+    pub fn next(&mut self) -> Result<Option<(usize, RunEntry)>, RunError> {
+        let Some(Reverse((entry, index))) = self.heap.pop() else {
+            return Ok(None);
+        };
+        if let Some(next) = self.readers[index].next_entry()? {
+            self.heap.push(Reverse((next, index)));
+        }
+        Ok(Some((index, entry)))
+    }
+
+    /// Peeks at the key of the next entry.
+    pub fn peek_key(&self) -> Option<&[u8]> {
+        self.heap.peek().map(|Reverse((entry, _))| &*entry.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: u8, comparison: u64, doc_id: u32) -> RunEntry {
+        RunEntry {
+            key: vec![key; 16].into_boxed_slice(),
+            comparison,
+            doc_id,
+            deleted: doc_id % 2 == 0,
+        }
+    }
+
+    fn header(entries: u64) -> RunHeader {
+        RunHeader {
+            format: 1,
+            primary_key_hash: PrimaryKeyHash::Xxh3_128,
+            segment_checksum: "abc".into(),
+            entries,
+            max_comparison: Some(9),
+        }
+    }
+
+    #[test]
+    fn runs_round_trip_and_detect_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.run");
+        let entries = vec![entry(1, 5, 0), entry(1, 7, 3), entry(2, 1, 1)];
+        let mut writer = RunWriter::create(&path, &header(3)).unwrap();
+        for e in &entries {
+            writer.write(e).unwrap();
+        }
+        writer.finish().unwrap();
+        let mut reader = RunReader::open(&path).unwrap();
+        assert_eq!(reader.header, header(3));
+        let mut back = Vec::new();
+        while let Some(e) = reader.next_entry().unwrap() {
+            back.push(e);
+        }
+        assert_eq!(back, entries);
+
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() - 30;
+        bytes[middle] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut reader = RunReader::open(&path).unwrap();
+        let err = loop {
+            match reader.next_entry() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("damage went unnoticed"),
+                Err(err) => break err,
+            }
+        };
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+        let mut reader = RunReader::open(&path).unwrap();
+        let err = (0..5).find_map(|_| reader.next_entry().err()).unwrap();
+        assert!(err.to_string().contains("corrupt or truncated"), "{err}");
+    }
+}

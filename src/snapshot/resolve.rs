@@ -1,0 +1,125 @@
+//! Winner resolution (DESIGN.md section 3), streaming over the merged key runs of a partition.
+//!
+//! Runs are merged in key order, so every version of a key arrives together and only the current
+//! best is held: memory does not grow with the number of keys. For each key the winner is the
+//! largest (comparison, segment sequence, docId). Then:
+//! - a winning tombstone stays in validDocIds but not in queryableDocIds;
+//! - with `deleted_keys_ttl`, a winning tombstone older than (largest comparison - TTL) is
+//!   forgotten (out of validDocIds and key metadata) only if it is the key's only row left in the
+//!   covered segments: dropping it while an older version survives would resurrect that version;
+//! - with `metadata_ttl`, keys whose winner is older than (largest comparison - TTL) leave the key
+//!   metadata but their rows stay valid.
+//!
+//! The key-metadata entries are produced in merge order, which is the SST order.
+
+use roaring::RoaringBitmap;
+
+use super::keyrun::{MergedRuns, RunReader};
+use super::record::{ComparisonKind, KeyRecord};
+
+/// A covered segment, in the same order as the runs given to [`resolve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    pub segment_id: u64,
+    pub sequence: i64,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TtlSettings {
+    pub deleted_keys_ttl: Option<f64>,
+    pub metadata_ttl: Option<f64>,
+}
+
+/// Per-segment bitmaps and counts of one resolution.
+#[derive(Debug, Clone, Default)]
+pub struct Resolution {
+    pub valid: Vec<RoaringBitmap>,
+    pub queryable: Vec<RoaringBitmap>,
+    /// Keys written to key metadata.
+    pub metadata_keys: u64,
+    /// Keys whose winner is valid (written or dropped from metadata by its TTL).
+    pub live_keys: u64,
+    /// Deleted keys forgotten by `deleted_keys_ttl`.
+    pub forgotten_keys: u64,
+    /// Largest sortable comparison value over all covered rows.
+    pub largest_comparison: Option<u64>,
+    /// Comparison values below this (as f64) left key metadata (`metadata_ttl`).
+    pub metadata_watermark: Option<f64>,
+}
+
+struct Candidate {
+    source: usize,
+    comparison: u64,
+    doc_id: u32,
+    deleted: bool,
+}
+
+/// Resolves winners over `runs` (run i belongs to `sources[i]`), calling `emit` with each key
+/// that goes into key metadata, in key order.
+pub fn resolve(
+    runs: Vec<RunReader>,
+    sources: &[Source],
+    kind: ComparisonKind,
+    ttl: TtlSettings,
+    mut emit: impl FnMut(&[u8], KeyRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<Resolution> {
+    debug_assert_eq!(runs.len(), sources.len());
+    let largest = runs.iter().filter_map(|r| r.header.max_comparison).max();
+    let largest_f64 = largest.map(|l| kind.to_f64(l));
+    let deleted_cutoff = ttl.deleted_keys_ttl.zip(largest_f64).map(|(t, l)| l - t);
+    let metadata_cutoff = ttl.metadata_ttl.zip(largest_f64).map(|(t, l)| l - t);
+    let mut resolution = Resolution {
+        valid: vec![RoaringBitmap::new(); sources.len()],
+        queryable: vec![RoaringBitmap::new(); sources.len()],
+        largest_comparison: largest,
+        metadata_watermark: metadata_cutoff,
+        ..Resolution::default()
+    };
+    let mut merged = MergedRuns::new(runs)?;
+    while let Some((source, first)) = merged.next()? {
+        let key = first.key;
+        let mut best = Candidate {
+            source,
+            comparison: first.comparison,
+            doc_id: first.doc_id,
+            deleted: first.deleted,
+        };
+        let mut rows_of_key: u64 = 1;
+        while merged.peek_key() == Some(&key[..]) {
+            let (source, entry) = merged.next()?.expect("peeked");
+            rows_of_key += 1;
+            let candidate = (entry.comparison, sources[source].sequence, entry.doc_id);
+            if candidate > (best.comparison, sources[best.source].sequence, best.doc_id) {
+                best = Candidate {
+                    source,
+                    comparison: entry.comparison,
+                    doc_id: entry.doc_id,
+                    deleted: entry.deleted,
+                };
+            }
+        }
+        let value = kind.to_f64(best.comparison);
+        if best.deleted && rows_of_key == 1 && deleted_cutoff.is_some_and(|cutoff| value < cutoff) {
+            resolution.forgotten_keys += 1;
+            continue;
+        }
+        resolution.valid[best.source].insert(best.doc_id);
+        if !best.deleted {
+            resolution.queryable[best.source].insert(best.doc_id);
+        }
+        resolution.live_keys += 1;
+        if metadata_cutoff.is_some_and(|cutoff| value < cutoff) {
+            continue;
+        }
+        let record = KeyRecord {
+            segment_id: sources[best.source].segment_id,
+            doc_id: best.doc_id,
+            comparison: kind.natural_from_sortable(best.comparison),
+            deleted: best.deleted,
+        };
+        emit(&key, record)?;
+        resolution.metadata_keys += 1;
+    }
+    Ok(resolution)
+}

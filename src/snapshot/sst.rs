@@ -1,0 +1,77 @@
+//! Key-metadata SST files (RocksDB SstFileWriter), split into files of at most `max_entries`.
+//!
+//! Servers run older RocksDB than the one this crate bundles, and a newer table `format_version`
+//! is unreadable to them (RocksDB 7.8 rejects format_version 7), so the version is pinned
+//! (default 5) and settable.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{BlockBasedOptions, DBCompressionType, Options, SstFileWriter};
+
+/// Default table format_version: readable by RocksDB 6.x and 7.x servers.
+pub const DEFAULT_FORMAT_VERSION: i32 = 5;
+
+/// Options for writing, and for a DB that ingests what was written.
+pub fn sst_options(format_version: i32) -> Options {
+    let mut block = BlockBasedOptions::default();
+    block.set_format_version(format_version);
+    let mut options = Options::default();
+    options.set_block_based_table_factory(&block);
+    options.set_compression_type(DBCompressionType::Lz4);
+    options
+}
+
+/// Writes sorted entries into `dir/keys-{n}.sst`, starting a new file every `max_entries`.
+pub struct SstSplitter<'a> {
+    options: &'a Options,
+    dir: PathBuf,
+    max_entries: u64,
+    current: Option<(SstFileWriter<'a>, PathBuf, u64)>,
+    files: Vec<(PathBuf, u64)>,
+}
+
+impl<'a> SstSplitter<'a> {
+    pub fn new(options: &'a Options, dir: &Path, max_entries: u64) -> SstSplitter<'a> {
+        SstSplitter {
+            options,
+            dir: dir.to_path_buf(),
+            max_entries: max_entries.max(1),
+            current: None,
+            files: Vec::new(),
+        }
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(_, _, n)| *n >= self.max_entries)
+        {
+            self.close_current()?;
+        }
+        if self.current.is_none() {
+            let path = self.dir.join(format!("keys-{}.sst", self.files.len()));
+            let writer = SstFileWriter::create(self.options);
+            writer.open(&path)?;
+            self.current = Some((writer, path, 0));
+        }
+        let (writer, _, count) = self.current.as_mut().expect("opened above");
+        writer.put(key, value)?;
+        *count += 1;
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> anyhow::Result<()> {
+        if let Some((mut writer, path, count)) = self.current.take() {
+            writer.finish()?;
+            self.files.push((path, count));
+        }
+        Ok(())
+    }
+
+    /// Closes the last file; returns every file with its entry count.
+    pub fn finish(mut self) -> anyhow::Result<Vec<(PathBuf, u64)>> {
+        self.close_current()?;
+        Ok(self.files)
+    }
+}

@@ -8,6 +8,7 @@ mod ingest;
 mod job;
 mod output;
 mod segment;
+mod snapshot;
 mod table;
 mod worker;
 
@@ -39,6 +40,15 @@ pub enum Command {
     /// Inspect segments.
     #[command(subcommand)]
     Segment(segment::SegmentCommand),
+    /// Inspect published snapshots.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+    /// Load a partition as a serving server does at startup (from its snapshot, or without).
+    Bootstrap(snapshot::BootstrapArgs),
+    /// Recompute every partition from its segments and compare with the newest snapshots.
+    Verify(snapshot::VerifyArgs),
+    /// Write the valid (or queryable) rows of a table as JSON Lines or Parquet.
+    Scan(snapshot::ScanArgs),
     /// Submit, inspect, cancel, retry and prune jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
@@ -70,6 +80,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Table(command) => table::run(&context, command).await,
         Command::Ingest(args) => ingest::run(&context, args).await,
         Command::Segment(command) => segment::run(&context, command).await,
+        Command::Snapshot(command) => snapshot::run(&context, command).await,
+        Command::Bootstrap(args) => snapshot::run_bootstrap(&context, args).await,
+        Command::Verify(args) => snapshot::run_verify(&context, args).await,
+        Command::Scan(args) => snapshot::run_scan(&context, args).await,
         Command::Job(command) => job::run(&context, command).await,
         Command::Run(args) => job::run_inline(&context, args).await,
         Command::Worker(args) => worker::run(&context, args).await,

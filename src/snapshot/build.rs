@@ -356,7 +356,7 @@ async fn ensure_run(
     }
 }
 
-fn resolve_to_files(
+pub(crate) fn resolve_to_files(
     run_paths: &[PathBuf],
     sources: &[Source],
     kind: ComparisonKind,

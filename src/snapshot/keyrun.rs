@@ -270,16 +270,13 @@ impl RunReader {
     }
 }
 
-/// Builds the sorted key run of a local segment file into `out`, spilling sorted chunks of at
-/// most `max_entries_in_memory` entries to `workdir`.
-pub fn build_run(
+/// Calls `visit(metadata key, sortable comparison, docId, deleted)` for every row of a local
+/// segment file in docId order, reading only the key, comparison and delete columns.
+pub fn scan_keys(
     segment: &Path,
-    segment_checksum: &str,
     table: &TableConfig,
-    out: &Path,
-    workdir: &Path,
-    max_entries_in_memory: usize,
-) -> Result<RunHeader, RunError> {
+    mut visit: impl FnMut(&[u8], u64, u32, bool) -> Result<(), RunError>,
+) -> Result<u64, RunError> {
     let file = SegmentFile::open(segment, table)?;
     let mut columns: Vec<&str> = table.primary_key.iter().map(String::as_str).collect();
     columns.push(&table.comparison);
@@ -287,34 +284,25 @@ pub fn build_run(
         columns.push(delete);
     }
     let key_count = table.primary_key.len();
-    let file_schema = file.metadata().file_metadata().schema_descr_ptr();
     // Projected batches come back in file column order; find each needed column by name.
-    let order: Vec<usize> = {
-        let mut in_file: Vec<(usize, &str)> = columns
-            .iter()
-            .map(|name| {
-                let index = (0..file_schema.num_columns())
-                    .find(|&i| file_schema.column(i).name() == *name)
-                    .expect("schema checked by SegmentFile::open");
-                (index, *name)
-            })
-            .collect();
-        in_file.sort();
-        columns
-            .iter()
-            .map(|name| {
-                in_file
-                    .iter()
-                    .position(|(_, n)| n == name)
-                    .expect("present")
-            })
-            .collect()
+    let file_schema = file.metadata().file_metadata().schema_descr_ptr();
+    let position_in_file = |name: &str| {
+        (0..file_schema.num_columns())
+            .find(|&i| file_schema.column(i).name() == name)
+            .expect("schema checked by SegmentFile::open")
     };
+    let mut in_file: Vec<usize> = columns.iter().map(|name| position_in_file(name)).collect();
+    in_file.sort_unstable();
+    let order: Vec<usize> = columns
+        .iter()
+        .map(|name| {
+            in_file
+                .iter()
+                .position(|&i| i == position_in_file(name))
+                .expect("present")
+        })
+        .collect();
 
-    let limit = max_entries_in_memory.max(1);
-    let mut chunk: Vec<RunEntry> = Vec::with_capacity(limit.min(1 << 20));
-    let mut spills: Vec<PathBuf> = Vec::new();
-    let mut max_comparison: Option<u64> = None;
     let mut doc_id: u32 = 0;
     let mut encoded = Vec::with_capacity(64);
     let mut key = Vec::with_capacity(64);
@@ -329,34 +317,54 @@ pub fn build_run(
             .delete_column
             .as_ref()
             .map(|_| batch.column(order[key_count + 1]).as_boolean().clone());
-        for row in 0..batch.num_rows() {
+        for (row, &comparison) in comparisons.iter().enumerate() {
             encode_key_into(&key_columns, row, &mut encoded);
             metadata_key(&encoded, table.primary_key_hash, &mut key);
-            let comparison = comparisons[row];
-            max_comparison = Some(max_comparison.map_or(comparison, |m| m.max(comparison)));
             let deleted = deletes
                 .as_ref()
                 .is_some_and(|d| d.is_valid(row) && d.value(row));
-            chunk.push(RunEntry {
-                key: key.as_slice().into(),
-                comparison,
-                doc_id,
-                deleted,
-            });
+            visit(&key, comparison, doc_id, deleted)?;
             doc_id = doc_id.checked_add(1).ok_or_else(|| RunError::Corrupt {
                 path: segment.display().to_string(),
                 message: "more than 4 billion rows in one segment".into(),
             })?;
-            if chunk.len() >= limit {
-                spills.push(spill(&mut chunk, table, workdir, spills.len())?);
-            }
         }
     }
+    Ok(doc_id as u64)
+}
+
+/// Builds the sorted key run of a local segment file into `out`, spilling sorted chunks of at
+/// most `max_entries_in_memory` entries to `workdir`.
+pub fn build_run(
+    segment: &Path,
+    segment_checksum: &str,
+    table: &TableConfig,
+    out: &Path,
+    workdir: &Path,
+    max_entries_in_memory: usize,
+) -> Result<RunHeader, RunError> {
+    let limit = max_entries_in_memory.max(1);
+    let mut chunk: Vec<RunEntry> = Vec::with_capacity(limit.min(1 << 20));
+    let mut spills: Vec<PathBuf> = Vec::new();
+    let mut max_comparison: Option<u64> = None;
+    let entries = scan_keys(segment, table, |key, comparison, doc_id, deleted| {
+        max_comparison = Some(max_comparison.map_or(comparison, |m| m.max(comparison)));
+        chunk.push(RunEntry {
+            key: key.into(),
+            comparison,
+            doc_id,
+            deleted,
+        });
+        if chunk.len() >= limit {
+            spills.push(spill(&mut chunk, table, workdir, spills.len())?);
+        }
+        Ok(())
+    })?;
     let header = RunHeader {
         format: 1,
         primary_key_hash: table.primary_key_hash,
         segment_checksum: segment_checksum.to_string(),
-        entries: doc_id as u64,
+        entries,
         max_comparison,
     };
     if spills.is_empty() {
@@ -378,7 +386,7 @@ pub fn build_run(
         .collect::<Result<Vec<_>, _>>()?;
     let mut writer = RunWriter::create(out, &header)?;
     let mut merged = MergedRuns::new(readers)?;
-    while let Some((_, entry)) = merged.next()? {
+    while let Some((_, entry)) = merged.next_entry()? {
         writer.write(&entry)?;
     }
     writer.finish()?;
@@ -430,7 +438,7 @@ impl MergedRuns {
         Ok(MergedRuns { readers, heap })
     }
 
-    pub fn next(&mut self) -> Result<Option<(usize, RunEntry)>, RunError> {
+    pub fn next_entry(&mut self) -> Result<Option<(usize, RunEntry)>, RunError> {
         let Some(Reverse((entry, index))) = self.heap.pop() else {
             return Ok(None);
         };

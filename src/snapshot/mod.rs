@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod record;
 pub mod resolve;
 pub mod sst;
+pub mod verify;
 
 pub use build::{prebuild, PrebuildOptions, PrebuildReport};
 pub use manifest::Manifest;

@@ -77,7 +77,7 @@ pub fn resolve(
         ..Resolution::default()
     };
     let mut merged = MergedRuns::new(runs)?;
-    while let Some((source, first)) = merged.next()? {
+    while let Some((source, first)) = merged.next_entry()? {
         let key = first.key;
         let mut best = Candidate {
             source,
@@ -87,7 +87,7 @@ pub fn resolve(
         };
         let mut rows_of_key: u64 = 1;
         while merged.peek_key() == Some(&key[..]) {
-            let (source, entry) = merged.next()?.expect("peeked");
+            let (source, entry) = merged.next_entry()?.expect("peeked");
             rows_of_key += 1;
             let candidate = (entry.comparison, sources[source].sequence, entry.doc_id);
             if candidate > (best.comparison, sources[best.source].sequence, best.doc_id) {

@@ -1,0 +1,300 @@
+//! `minion snapshot ls|show`, `minion bootstrap`, `minion verify` and `minion scan`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::output::{print_json, print_table};
+use super::Context;
+use crate::loader::{bootstrap, BootstrapOptions};
+use crate::scan::{scan, ScanFormat, ScanRows};
+use crate::snapshot::verify::verify_partition;
+use crate::snapshot::Manifest;
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// List published snapshots, newest first per partition.
+    Ls {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        partition: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a snapshot's manifest (the newest unless --version).
+    Show {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        partition: u32,
+        #[arg(long)]
+        version: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    #[arg(long)]
+    pub table: String,
+    #[arg(long)]
+    pub partition: u32,
+    /// Local directory for the RocksDB key metadata (must be empty or absent).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The slow path: rebuild from segments alone.
+    #[arg(long)]
+    pub no_snapshot: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    pub table: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("rows").args(["valid_only", "queryable_only"])))]
+pub struct ScanArgs {
+    #[arg(long)]
+    pub table: String,
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Every valid row, delete tombstones included.
+    #[arg(long)]
+    pub valid_only: bool,
+    /// Only rows queries see (the default).
+    #[arg(long)]
+    pub queryable_only: bool,
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: ScanFormat,
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+fn bootstrap_options(context: &Context, use_snapshot: bool) -> BootstrapOptions {
+    BootstrapOptions {
+        use_snapshot,
+        sst_format_version: context.settings.prebuild.sst_format_version,
+        staging_dir: context.settings.staging_dir.clone(),
+    }
+}
+
+pub async fn run(context: &Context, command: SnapshotCommand) -> anyhow::Result<()> {
+    let catalog = context.catalog().await?;
+    match command {
+        SnapshotCommand::Ls {
+            table,
+            partition,
+            json,
+        } => {
+            catalog.table(&table).await?;
+            let snapshots = catalog.snapshots(&table, partition).await?;
+            if json {
+                return print_json(&snapshots);
+            }
+            let rows: Vec<Vec<String>> = snapshots
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.partition.to_string(),
+                        s.version.to_string(),
+                        s.segment_ids.len().to_string(),
+                        s.key_count.to_string(),
+                        s.valid_docs.to_string(),
+                        s.queryable_docs.to_string(),
+                        s.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "PARTITION",
+                    "VERSION",
+                    "SEGMENTS",
+                    "KEYS",
+                    "VALID",
+                    "QUERYABLE",
+                    "CREATED",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        SnapshotCommand::Show {
+            table,
+            partition,
+            version,
+            json,
+        } => {
+            let snapshot = match version {
+                Some(version) => catalog.snapshot(&table, partition, version).await?,
+                None => catalog.latest_snapshot(&table, partition).await?,
+            };
+            let Some(snapshot) = snapshot else {
+                anyhow::bail!("no such snapshot of {table}/{partition}; run `minion run prebuild '{{\"table\": \"{table}\", \"partition\": {partition}}}'`");
+            };
+            let bytes = context.store()?.get(&snapshot.manifest_key).await?;
+            let manifest = Manifest::parse(&snapshot.manifest_key, &bytes)?;
+            if json {
+                return print_json(&manifest);
+            }
+            println!(
+                "snapshot {} of {}/{} ({})",
+                manifest.version, manifest.table, manifest.partition, snapshot.manifest_key
+            );
+            println!(
+                "  keys in metadata: {}  live keys: {}  forgotten deleted keys: {}",
+                manifest.key_count, manifest.live_keys, manifest.forgotten_deleted_keys
+            );
+            println!(
+                "  valid docs: {}  queryable docs: {}  largest comparison: {:?}",
+                manifest.valid_docs, manifest.queryable_docs, manifest.largest_comparison_f64
+            );
+            let rows: Vec<Vec<String>> = manifest
+                .segments
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.to_string(),
+                        s.sequence.to_string(),
+                        s.rows.to_string(),
+                        s.valid_docs.to_string(),
+                        s.queryable_docs.to_string(),
+                        s.name.clone(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["SEGMENT", "SEQ", "ROWS", "VALID", "QUERYABLE", "NAME"],
+                &rows,
+            );
+            for file in &manifest.key_files {
+                println!(
+                    "  key file {} ({} entries, {} bytes)",
+                    file.file.key, file.entries, file.file.size
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn run_bootstrap(context: &Context, args: BootstrapArgs) -> anyhow::Result<()> {
+    let catalog = context.catalog().await?;
+    let store = context.store()?;
+    let options = bootstrap_options(context, !args.no_snapshot);
+    let loaded = bootstrap(
+        catalog,
+        &store,
+        &args.table,
+        args.partition,
+        &args.dir,
+        &options,
+    )
+    .await?;
+    let report = &loaded.report;
+    if args.json {
+        return print_json(report);
+    }
+    let path = if args.no_snapshot {
+        "without snapshot"
+    } else {
+        "from snapshot"
+    };
+    println!(
+        "bootstrapped {}/{} {path} (snapshot {:?}: {} segments covered, {} through the compare path): {} keys, {} valid docs, {} queryable, in {:.3}s",
+        report.table, report.partition, report.snapshot_version, report.covered_segments, report.uncovered_segments,
+        report.keys, report.valid_docs, report.queryable_docs, report.seconds
+    );
+    Ok(())
+}
+
+pub async fn run_verify(context: &Context, args: VerifyArgs) -> anyhow::Result<()> {
+    let catalog = context.catalog().await?;
+    let store = context.store()?;
+    let table = catalog.table(&args.table).await?;
+    let mut verdicts = Vec::new();
+    for partition in 0..table.partitions {
+        verdicts.push(
+            verify_partition(
+                catalog,
+                &store,
+                &args.table,
+                partition,
+                &context.settings.prebuild,
+            )
+            .await?,
+        );
+    }
+    let differences: usize = verdicts.iter().map(|v| v.differences.len()).sum();
+    if args.json {
+        print_json(&verdicts)?;
+    } else {
+        for verdict in &verdicts {
+            let state = match (verdict.snapshot_version, verdict.differences.is_empty()) {
+                (None, _) => "no snapshot".to_string(),
+                (Some(version), true) => format!(
+                    "snapshot {version} matches ({} segments, {} keys)",
+                    verdict.segments, verdict.keys_checked
+                ),
+                (Some(version), false) => format!("snapshot {version} DIFFERS"),
+            };
+            println!(
+                "partition {}: {state}; {} online segments not covered yet",
+                verdict.partition, verdict.uncovered_segments
+            );
+            for difference in &verdict.differences {
+                println!("  - {difference}");
+            }
+        }
+    }
+    anyhow::ensure!(
+        differences == 0,
+        "{differences} differences between the snapshots of {} and a recomputation",
+        args.table
+    );
+    Ok(())
+}
+
+pub async fn run_scan(context: &Context, args: ScanArgs) -> anyhow::Result<()> {
+    let catalog = context.catalog().await?;
+    let store = context.store()?;
+    let table = catalog.table(&args.table).await?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(partition) => {
+            anyhow::ensure!(
+                partition < table.partitions,
+                "table {} has partitions 0 to {}",
+                table.name,
+                table.partitions - 1
+            );
+            vec![partition]
+        }
+        None => (0..table.partitions).collect(),
+    };
+    let rows = if args.valid_only {
+        ScanRows::Valid
+    } else {
+        ScanRows::Queryable
+    };
+    let written = scan(
+        catalog,
+        &store,
+        &args.table,
+        &partitions,
+        rows,
+        args.format,
+        &args.output,
+        &bootstrap_options(context, true),
+    )
+    .await?;
+    println!("wrote {written} rows to {}", args.output.display());
+    Ok(())
+}

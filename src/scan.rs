@@ -33,17 +33,29 @@ enum Sink {
     Parquet(ArrowWriter<File>),
 }
 
-/// Writes the selected rows of `partitions` to `output`; returns the row count.
+/// What to scan and where to write it.
+pub struct ScanRequest<'a> {
+    pub table: &'a str,
+    pub partitions: &'a [u32],
+    pub rows: ScanRows,
+    pub format: ScanFormat,
+    pub output: &'a Path,
+}
+
+/// Writes the selected rows to the request's output; returns the row count.
 pub async fn scan(
     catalog: &Catalog,
     store: &Store,
-    table_name: &str,
-    partitions: &[u32],
-    rows: ScanRows,
-    format: ScanFormat,
-    output: &Path,
+    request: ScanRequest<'_>,
     options: &BootstrapOptions,
 ) -> anyhow::Result<u64> {
+    let ScanRequest {
+        table: table_name,
+        partitions,
+        rows,
+        format,
+        output,
+    } = request;
     let table = catalog.table(table_name).await?;
     let file = File::create(output)
         .map_err(|err| anyhow::anyhow!("cannot create {}: {err}", output.display()))?;

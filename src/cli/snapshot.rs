@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use super::output::{print_json, print_table};
 use super::Context;
 use crate::loader::{bootstrap, BootstrapOptions};
-use crate::scan::{scan, ScanFormat, ScanRows};
+use crate::scan::{scan, ScanFormat, ScanRequest, ScanRows};
 use crate::snapshot::verify::verify_partition;
 use crate::snapshot::Manifest;
 

@@ -202,6 +202,9 @@ pub async fn verify_partition(
     Ok(verdict)
 }
 
+/// One RocksDB entry as the iterator yields it.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 fn compare_key_files(
     work: &Path,
     format_version: i32,
@@ -233,7 +236,7 @@ fn compare_key_files(
         if a != b {
             mismatches += 1;
             if examples.len() < 3 {
-                let describe = |entry: &Option<(Box<[u8]>, Box<[u8]>)>| match entry {
+                let describe = |entry: &Option<KeyValue>| match entry {
                     Some((key, value)) => format!("{}={}", hex::encode(key), hex::encode(value)),
                     None => "nothing".into(),
                 };

@@ -284,17 +284,14 @@ pub async fn run_scan(context: &Context, args: ScanArgs) -> anyhow::Result<()> {
     } else {
         ScanRows::Queryable
     };
-    let written = scan(
-        catalog,
-        &store,
-        &args.table,
-        &partitions,
+    let request = ScanRequest {
+        table: &args.table,
+        partitions: &partitions,
         rows,
-        args.format,
-        &args.output,
-        &bootstrap_options(context, true),
-    )
-    .await?;
+        format: args.format,
+        output: &args.output,
+    };
+    let written = scan(catalog, &store, request, &bootstrap_options(context, true)).await?;
     println!("wrote {written} rows to {}", args.output.display());
     Ok(())
 }

@@ -13,3 +13,6 @@ pub mod verify;
 
 pub use build::{prebuild, PrebuildOptions, PrebuildReport};
 pub use manifest::Manifest;
+
+#[cfg(test)]
+mod tests;

@@ -100,3 +100,12 @@ pub fn log_settings(cli: &Cli) -> (crate::config::LogFormat, String) {
         Err(_) => (Default::default(), "info".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -22,14 +22,15 @@ pub enum SnapshotCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show a snapshot's manifest (the newest unless --version).
+    /// Show a snapshot's manifest (the newest unless --snapshot VERSION).
     Show {
         #[arg(long)]
         table: String,
         #[arg(long)]
         partition: u32,
-        #[arg(long)]
-        version: Option<i64>,
+        /// A version other than the newest.
+        #[arg(long = "snapshot")]
+        snapshot_version: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -130,10 +131,10 @@ pub async fn run(context: &Context, command: SnapshotCommand) -> anyhow::Result<
         SnapshotCommand::Show {
             table,
             partition,
-            version,
+            snapshot_version,
             json,
         } => {
-            let snapshot = match version {
+            let snapshot = match snapshot_version {
                 Some(version) => catalog.snapshot(&table, partition, version).await?,
                 None => catalog.latest_snapshot(&table, partition).await?,
             };

@@ -26,7 +26,11 @@ struct Row {
 }
 
 fn table(composite: bool, hash: PrimaryKeyHash, ttl: TtlSettings) -> TableConfig {
-    let key = if composite { r#"["tenant", "id"]"# } else { r#"["id"]"# };
+    let key = if composite {
+        r#"["tenant", "id"]"#
+    } else {
+        r#"["id"]"#
+    };
     let hash = match hash {
         PrimaryKeyHash::Xxh3_128 => "xxh3_128",
         PrimaryKeyHash::None => "none",
@@ -47,17 +51,27 @@ fn table(composite: bool, hash: PrimaryKeyHash, ttl: TtlSettings) -> TableConfig
 
 fn batch(table: &TableConfig, rows: &[Row]) -> RecordBatch {
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| format!("t{}", r.tenant)))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| format!("t{}", r.tenant)),
+        )),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.comparison))),
-        Arc::new(BooleanArray::from(rows.iter().map(|r| r.deleted).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.comparison),
+        )),
+        Arc::new(BooleanArray::from(
+            rows.iter().map(|r| r.deleted).collect::<Vec<_>>(),
+        )),
     ];
     RecordBatch::try_new(table.arrow_schema(), columns).unwrap()
 }
 
 fn metadata_key_of(table: &TableConfig, row: &Row) -> Vec<u8> {
     let one = batch(table, std::slice::from_ref(row));
-    let key_columns: Vec<ArrayRef> = table.key_indices().iter().map(|&i| one.column(i).clone()).collect();
+    let key_columns: Vec<ArrayRef> = table
+        .key_indices()
+        .iter()
+        .map(|&i| one.column(i).clone())
+        .collect();
     let mut encoded = Vec::new();
     encode_key_into(&key_columns, 0, &mut encoded);
     let mut key = Vec::new();
@@ -65,17 +79,32 @@ fn metadata_key_of(table: &TableConfig, row: &Row) -> Vec<u8> {
     key
 }
 
-type Expected = (Vec<RoaringBitmap>, Vec<RoaringBitmap>, BTreeMap<Vec<u8>, KeyRecord>);
+type Expected = (
+    Vec<RoaringBitmap>,
+    Vec<RoaringBitmap>,
+    BTreeMap<Vec<u8>, KeyRecord>,
+);
 
 /// The naive model of DESIGN.md section 3: group every row by key, take the maximum.
-fn model(table: &TableConfig, segments: &[Vec<Row>], sequences: &[i64], ttl: TtlSettings) -> Expected {
+fn model(
+    table: &TableConfig,
+    segments: &[Vec<Row>],
+    sequences: &[i64],
+    ttl: TtlSettings,
+) -> Expected {
     let mut by_key: BTreeMap<Vec<u8>, Vec<(i64, i64, u32, bool, usize)>> = BTreeMap::new();
     for (index, rows) in segments.iter().enumerate() {
         for (doc, row) in rows.iter().enumerate() {
             by_key
                 .entry(metadata_key_of(table, row))
                 .or_default()
-                .push((row.comparison, sequences[index], doc as u32, row.deleted, index));
+                .push((
+                    row.comparison,
+                    sequences[index],
+                    doc as u32,
+                    row.deleted,
+                    index,
+                ));
         }
     }
     let largest = segments.iter().flatten().map(|r| r.comparison).max();
@@ -85,7 +114,10 @@ fn model(table: &TableConfig, segments: &[Vec<Row>], sequences: &[i64], ttl: Ttl
     for (key, versions) in by_key {
         let winner = versions.iter().max_by_key(|v| (v.0, v.1, v.2)).unwrap();
         let (comparison, _, doc, deleted, index) = *winner;
-        let old = |ttl: Option<f64>| ttl.zip(largest).is_some_and(|(t, l)| (comparison as f64) < l as f64 - t);
+        let old = |ttl: Option<f64>| {
+            ttl.zip(largest)
+                .is_some_and(|(t, l)| (comparison as f64) < l as f64 - t)
+        };
         if deleted && versions.len() == 1 && old(ttl.deleted_keys_ttl) {
             continue;
         }
@@ -108,13 +140,21 @@ fn model(table: &TableConfig, segments: &[Vec<Row>], sequences: &[i64], ttl: Ttl
     (valid, queryable, metadata)
 }
 
-fn engine(table: &TableConfig, segments: &[Vec<Row>], sequences: &[i64], ttl: TtlSettings, spill_at: usize) -> Expected {
+fn engine(
+    table: &TableConfig,
+    segments: &[Vec<Row>],
+    sequences: &[i64],
+    ttl: TtlSettings,
+    spill_at: usize,
+) -> Expected {
     let dir = tempfile::tempdir().unwrap();
     let mut readers = Vec::new();
     let mut sources = Vec::new();
     for (index, rows) in segments.iter().enumerate() {
         let path = dir.path().join(format!("{index}.parquet"));
-        let mut writer = SegmentWriter::create(&path, table, 0, sequences[index], &WriteOptions::default()).unwrap();
+        let mut writer =
+            SegmentWriter::create(&path, table, 0, sequences[index], &WriteOptions::default())
+                .unwrap();
         writer.write(&batch(table, rows)).unwrap();
         writer.finish().unwrap();
         let run = dir.path().join(format!("{index}.run"));
@@ -128,27 +168,39 @@ fn engine(table: &TableConfig, segments: &[Vec<Row>], sequences: &[i64], ttl: Tt
     }
     let mut metadata = BTreeMap::new();
     let mut last_key: Option<Vec<u8>> = None;
-    let resolution = resolve(readers, &sources, ComparisonKind::Integer, ttl, |key, record| {
-        assert!(last_key.as_deref().is_none_or(|last| last < key), "key metadata must come in key order");
-        last_key = Some(key.to_vec());
-        metadata.insert(key.to_vec(), record);
-        Ok(())
-    })
+    let resolution = resolve(
+        readers,
+        &sources,
+        ComparisonKind::Integer,
+        ttl,
+        |key, record| {
+            assert!(
+                last_key.as_deref().is_none_or(|last| last < key),
+                "key metadata must come in key order"
+            );
+            last_key = Some(key.to_vec());
+            metadata.insert(key.to_vec(), record);
+            Ok(())
+        },
+    )
     .unwrap();
     (resolution.valid, resolution.queryable, metadata)
 }
 
 fn row_strategy() -> impl Strategy<Value = Row> {
     // Few keys and few comparison values: collisions and ties on every level.
-    (0u8..3, -4i64..12, 0i64..8, prop::bool::weighted(0.2)).prop_map(|(tenant, id, comparison, deleted)| Row {
-        tenant,
-        id,
-        comparison,
-        deleted,
-    })
+    (0u8..3, -4i64..12, 0i64..8, prop::bool::weighted(0.2)).prop_map(
+        |(tenant, id, comparison, deleted)| Row {
+            tenant,
+            id,
+            comparison,
+            deleted,
+        },
+    )
 }
 
-fn case_strategy() -> impl Strategy<Value = (Vec<Vec<Row>>, bool, bool, Option<f64>, Option<f64>, usize)> {
+fn case_strategy(
+) -> impl Strategy<Value = (Vec<Vec<Row>>, bool, bool, Option<f64>, Option<f64>, usize)> {
     (
         prop::collection::vec(prop::collection::vec(row_strategy(), 0..40), 1..6),
         any::<bool>(),
@@ -182,7 +234,16 @@ fn processing_order_does_not_matter() {
     // The same rows with segments given in another order (sequences travel with them) resolve to
     // the same winners.
     let table = table(false, PrimaryKeyHash::Xxh3_128, TtlSettings::default());
-    let rows = |c: i64| (0..30).map(|i| Row { tenant: 0, id: i % 7, comparison: c + i % 3, deleted: i % 5 == 0 }).collect::<Vec<_>>();
+    let rows = |c: i64| {
+        (0..30)
+            .map(|i| Row {
+                tenant: 0,
+                id: i % 7,
+                comparison: c + i % 3,
+                deleted: i % 5 == 0,
+            })
+            .collect::<Vec<_>>()
+    };
     let segments = vec![rows(1), rows(2), rows(1)];
     let forward = engine(&table, &segments, &[1, 2, 3], TtlSettings::default(), 1000);
     let reversed: Vec<Vec<Row>> = segments.iter().rev().cloned().collect();
@@ -204,13 +265,36 @@ fn a_tombstone_is_not_forgotten_while_an_older_version_survives() {
     };
     let table = table(false, PrimaryKeyHash::Xxh3_128, ttl);
     let old = vec![
-        Row { tenant: 0, id: 1, comparison: 1, deleted: false },
-        Row { tenant: 0, id: 1, comparison: 2, deleted: true },
-        Row { tenant: 0, id: 2, comparison: 2, deleted: true },
+        Row {
+            tenant: 0,
+            id: 1,
+            comparison: 1,
+            deleted: false,
+        },
+        Row {
+            tenant: 0,
+            id: 1,
+            comparison: 2,
+            deleted: true,
+        },
+        Row {
+            tenant: 0,
+            id: 2,
+            comparison: 2,
+            deleted: true,
+        },
     ];
-    let new = vec![Row { tenant: 0, id: 3, comparison: 100, deleted: false }];
+    let new = vec![Row {
+        tenant: 0,
+        id: 3,
+        comparison: 100,
+        deleted: false,
+    }];
     let (valid, queryable, metadata) = engine(&table, &[old, new], &[1, 2], ttl, 2);
-    assert!(valid[0].contains(1), "key 1's tombstone stays: its insert still exists");
+    assert!(
+        valid[0].contains(1),
+        "key 1's tombstone stays: its insert still exists"
+    );
     assert!(!valid[0].contains(0), "the insert it deletes is not valid");
     assert!(!valid[0].contains(2), "key 2's lone tombstone is forgotten");
     assert!(queryable[0].is_empty());

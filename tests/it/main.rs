@@ -7,4 +7,5 @@ mod catalog;
 mod embedded;
 mod ingest;
 mod queue;
+mod snapshot;
 mod worker;

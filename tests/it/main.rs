@@ -8,4 +8,5 @@ mod embedded;
 mod ingest;
 mod queue;
 mod snapshot;
+mod snapshot_bad_input;
 mod worker;

@@ -92,7 +92,7 @@ fn model(
     sequences: &[i64],
     ttl: TtlSettings,
 ) -> Expected {
-    let mut by_key: BTreeMap<Vec<u8>, Vec<(i64, i64, u32, bool, usize)>> = BTreeMap::new();
+    let mut by_key: BTreeMap<Vec<u8>, Vec<Version>> = BTreeMap::new();
     for (index, rows) in segments.iter().enumerate() {
         for (doc, row) in rows.iter().enumerate() {
             by_key
@@ -200,7 +200,7 @@ fn row_strategy() -> impl Strategy<Value = Row> {
 }
 
 fn case_strategy(
-) -> impl Strategy<Value = (Vec<Vec<Row>>, bool, bool, Option<f64>, Option<f64>, usize)> {
+) -> impl Strategy<Value = Case> {
     (
         prop::collection::vec(prop::collection::vec(row_strategy(), 0..40), 1..6),
         any::<bool>(),

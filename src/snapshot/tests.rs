@@ -79,6 +79,11 @@ fn metadata_key_of(table: &TableConfig, row: &Row) -> Vec<u8> {
     key
 }
 
+/// A version of a key: (comparison, sequence, docId, deleted, segment index).
+type Version = (i64, i64, u32, bool, usize);
+/// Segments, composite key?, hashed key?, deleted_keys_ttl, metadata_ttl, spill threshold.
+type Case = (Vec<Vec<Row>>, bool, bool, Option<f64>, Option<f64>, usize);
+
 type Expected = (
     Vec<RoaringBitmap>,
     Vec<RoaringBitmap>,

@@ -18,6 +18,8 @@ use crate::worker::{Worker, WorkerOptions};
 pub enum BenchCommand {
     /// Burn down pre-inserted noop jobs, then measure pickup latency of jobs submitted one by one.
     Queue(QueueBenchArgs),
+    /// Prebuild speed and memory against DuckDB, and bootstrap with vs without the snapshot.
+    Prebuild(super::bench_prebuild::PrebuildBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +50,7 @@ pub struct QueueBenchArgs {
 pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Queue(args) => queue_bench(context, args).await,
+        BenchCommand::Prebuild(args) => super::bench_prebuild::run(context, args).await,
     }
 }
 

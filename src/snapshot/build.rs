@@ -57,6 +57,10 @@ pub struct PrebuildReport {
     pub key_count: u64,
     pub valid_docs: u64,
     pub seconds: f64,
+    /// Time spent getting key runs (download, or build from the segment and upload).
+    pub runs_seconds: f64,
+    /// Time spent merging runs, resolving winners and writing SST files.
+    pub resolve_seconds: f64,
 }
 
 /// A problem retrying cannot fix; the job is discarded and nothing is published.
@@ -98,6 +102,8 @@ pub async fn prebuild(
         key_count: previous.as_ref().map_or(0, |s| s.key_count as u64),
         valid_docs: previous.as_ref().map_or(0, |s| s.valid_docs as u64),
         seconds: 0.0,
+        runs_seconds: 0.0,
+        resolve_seconds: 0.0,
     };
     let ids: Vec<i64> = segments.iter().map(|s| s.id).collect();
     if previous.as_ref().is_some_and(|p| p.segment_ids == ids) {
@@ -118,9 +124,24 @@ pub async fn prebuild(
                 options.staging_dir.display()
             )
         })?;
+    let phase = Instant::now();
+    // Two runs at a time: building one is CPU-bound (decode, hash, sort) on one core.
+    let mut ensured: Vec<anyhow::Result<(PathBuf, bool)>> = Vec::with_capacity(segments.len());
+    for pair in segments.chunks(2) {
+        let first = ensure_run(store, &table, &pair[0], workdir.path(), options);
+        let second = async {
+            match pair.get(1) {
+                Some(segment) => Some(ensure_run(store, &table, segment, workdir.path(), options).await),
+                None => None,
+            }
+        };
+        let (first, second) = tokio::join!(first, second);
+        ensured.push(first);
+        ensured.extend(second);
+    }
     let mut run_paths = Vec::with_capacity(segments.len());
-    for segment in &segments {
-        let (path, reused) = ensure_run(store, &table, segment, workdir.path(), options).await?;
+    for result in ensured {
+        let (path, reused) = result?;
         if reused {
             report.runs_reused += 1;
         } else {
@@ -128,6 +149,8 @@ pub async fn prebuild(
         }
         run_paths.push(path);
     }
+    report.runs_seconds = phase.elapsed().as_secs_f64();
+    let phase = Instant::now();
 
     let sources: Vec<Source> = segments
         .iter()
@@ -166,6 +189,7 @@ pub async fn prebuild(
         })
         .await??
     };
+    report.resolve_seconds = phase.elapsed().as_secs_f64();
 
     let version = expected.unwrap_or(0) + 1;
     let prefix = layout::snapshot_prefix(table_name, partition, version);

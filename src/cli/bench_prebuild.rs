@@ -1,0 +1,168 @@
+//! `minion bench prebuild`: prebuild speed and memory on a generated table, the DuckDB baseline
+//! computing the same winners on the same files, and bootstrap time with vs without the snapshot.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+
+use super::ingest::{ingest_with, IngestArgs};
+use super::Context;
+use crate::config::DatabaseSetting;
+use crate::loader::{bootstrap, BootstrapOptions};
+use crate::table::TableConfig;
+
+#[derive(Debug, Args)]
+pub struct PrebuildBenchArgs {
+    /// Rows of the generated stream (one partition).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub rows: u64,
+    /// Distinct keys drawn from (uniformly).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub segment_rows: usize,
+    /// Python with duckdb installed, for the baseline.
+    #[arg(long, default_value = ".venv/bin/python")]
+    pub python: PathBuf,
+    /// Skip the slow bootstrap path (it is the longest part at large key counts).
+    #[arg(long)]
+    pub skip_slow_path: bool,
+    #[arg(long, default_value = "bench-results/prebuild.json")]
+    pub output: PathBuf,
+}
+
+pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<()> {
+    let store_dir = PathBuf::from(context.settings.store.trim_start_matches("file://"));
+    anyhow::ensure!(
+        !context.settings.store.contains("://") || context.settings.store.starts_with("file://"),
+        "bench prebuild needs a local-directory store (the DuckDB baseline reads the same files)"
+    );
+    let catalog = context.catalog().await?;
+    let name = format!("bench_{:08x}", rand::random::<u32>());
+    let text = include_str!("../../examples/tables/orders.toml")
+        .replace("name = \"orders\"", &format!("name = \"{name}\""))
+        .replace("partitions = 4", "partitions = 1");
+    let table = TableConfig::from_toml(&text, "bench table")?;
+    catalog.create_table(&table).await?;
+    println!("bench prebuild: table {name}, {} rows over {} keys", args.rows, args.keys);
+    let ingest_args = IngestArgs {
+        table: name.clone(),
+        input: None,
+        format: None,
+        generate: Some(args.rows),
+        keys: args.keys,
+        seed: 11,
+        zipf: 0.0,
+        out_of_order_ratio: 0.05,
+        delete_ratio: 0.02,
+        start_time_ms: 1_700_000_000_000,
+        segment_rows: args.segment_rows,
+        row_group_rows: 131_072,
+        json: false,
+    };
+    ingest_with(context, &ingest_args).await?;
+
+    // Prebuild from scratch in a child process, so its peak RSS is its own.
+    let exe = std::env::current_exe()?;
+    let mut command = Command::new(exe);
+    if let DatabaseSetting::Url(url) = &context.settings.database {
+        command.arg("--database-url").arg(url);
+    }
+    command
+        .arg("--store")
+        .arg(&context.settings.store)
+        .args(["run", "prebuild", &json!({"table": name, "partition": 0}).to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let started = Instant::now();
+    let child = command.spawn()?;
+    let (status, max_rss_kib) = tokio::task::spawn_blocking(move || wait_with_rusage(child)).await??;
+    let prebuild_seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(status == 0, "the prebuild child failed (exit status {status})");
+    let snapshot = catalog
+        .latest_snapshot(&name, 0)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("prebuild published nothing"))?;
+    let keys = snapshot.key_count as u64;
+
+    // DuckDB on the same files.
+    let segments = catalog.segments(&name, Some(0), None).await?;
+    let files: Vec<String> = segments
+        .iter()
+        .map(|s| store_dir.join(&s.object_key).display().to_string())
+        .collect();
+    let output = Command::new(&args.python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/duckdb_baseline.py"))
+        .args(["order_id", "updated_at"])
+        .args(&files)
+        .output()
+        .map_err(|err| anyhow::anyhow!("cannot run {} for the DuckDB baseline ({err}); run scripts/setup.sh", args.python.display()))?;
+    anyhow::ensure!(output.status.success(), "DuckDB baseline failed: {}", String::from_utf8_lossy(&output.stderr));
+    let duckdb: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let duckdb_seconds = duckdb["seconds"].as_f64().unwrap_or(f64::NAN);
+
+    // Bootstrap both ways.
+    let work = tempfile::Builder::new().prefix("minion-bench-").tempdir_in(&context.settings.staging_dir)?;
+    let store = context.store()?;
+    let mut bootstrap_seconds = Vec::new();
+    for use_snapshot in [true, false] {
+        if !use_snapshot && args.skip_slow_path {
+            bootstrap_seconds.push(f64::NAN);
+            continue;
+        }
+        let options = BootstrapOptions {
+            use_snapshot,
+            sst_format_version: context.settings.prebuild.sst_format_version,
+            staging_dir: context.settings.staging_dir.clone(),
+        };
+        let dir = work.path().join(if use_snapshot { "with" } else { "without" });
+        let loaded = bootstrap(catalog, &store, &name, 0, &dir, &options).await?;
+        anyhow::ensure!(loaded.report.keys == keys, "bootstrap found {} keys, the snapshot {keys}", loaded.report.keys);
+        bootstrap_seconds.push(loaded.report.seconds);
+    }
+    let sst_bytes: u64 = {
+        let manifest_bytes = store.get(&snapshot.manifest_key).await?;
+        let manifest = crate::snapshot::Manifest::parse(&snapshot.manifest_key, &manifest_bytes)?;
+        manifest.key_files.iter().map(|f| f.file.size).sum()
+    };
+    let figures = json!({
+        "benchmark": "prebuild",
+        "rows": args.rows,
+        "keys": keys,
+        "duckdb_keys": duckdb["keys"],
+        "prebuild_seconds": prebuild_seconds,
+        "rows_per_second": args.rows as f64 / prebuild_seconds,
+        "keys_per_second": keys as f64 / prebuild_seconds,
+        "prebuild_peak_rss_mib": max_rss_kib as f64 / 1024.0,
+        "rss_bytes_per_key": max_rss_kib as f64 * 1024.0 / keys.max(1) as f64,
+        "sst_bytes_per_key": sst_bytes as f64 / keys.max(1) as f64,
+        "duckdb_seconds": duckdb_seconds,
+        "prebuild_vs_duckdb": duckdb_seconds / prebuild_seconds,
+        "bootstrap_with_snapshot_seconds": bootstrap_seconds[0],
+        "bootstrap_without_snapshot_seconds": bootstrap_seconds[1],
+        "bootstrap_speedup": bootstrap_seconds[1] / bootstrap_seconds[0],
+    });
+    println!("{}", serde_json::to_string_pretty(&figures)?);
+    if let Some(parent) = args.output.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.output, serde_json::to_string_pretty(&figures)?)?;
+    println!("figures written to {}", args.output.display());
+    Ok(())
+}
+
+/// Waits for `child` and returns (exit code, peak RSS in KiB) from wait4's resource usage.
+fn wait_with_rusage(child: std::process::Child) -> anyhow::Result<(i32, i64)> {
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child, which we do not wait on elsewhere.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    anyhow::ensure!(waited == pid, "wait4 failed: {}", std::io::Error::last_os_error());
+    std::mem::forget(child);
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    Ok((code, usage.ru_maxrss))
+}

@@ -19,7 +19,7 @@ use super::record::ComparisonKind;
 use super::resolve::{resolve, Resolution, Source, TtlSettings};
 use super::sst::{sst_options, SstSplitter};
 use crate::catalog::{Catalog, NewSnapshot, PublishOutcome, SegmentRow, SegmentState};
-use crate::storage::{layout, sha256_hex, StorageError, Store};
+use crate::storage::{layout, sha256_file, sha256_hex, StorageError, Store};
 use crate::table::TableConfig;
 
 #[derive(Debug, Clone)]
@@ -222,8 +222,13 @@ pub async fn prebuild(
     let mut key_files = Vec::with_capacity(sst_files.len());
     for (index, (path, entries)) in sst_files.iter().enumerate() {
         let key = format!("{prefix}keys/{index}.sst");
-        let checksum = sha256_hex(&tokio::fs::read(path).await?);
-        let size = tokio::fs::metadata(path).await?.len();
+        let (checksum, size) = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+                Ok((sha256_file(&path)?, std::fs::metadata(&path)?.len()))
+            })
+            .await??
+        };
         store.put_file_once(&key, path).await?;
         key_files.push(KeyFile {
             file: FileEntry {

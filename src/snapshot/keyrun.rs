@@ -30,13 +30,73 @@ const END_MAGIC: &[u8; 8] = b"MNKREND1";
 const HASHED_KEY_LEN: usize = 16;
 
 /// One row of a segment, as prebuild sees it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// Ordered by key, then comparison, then docId. The key's first 16 bytes (big-endian, zero
+/// padded) sit in `prefix`, so most comparisons are one integer comparison; for hashed keys the
+/// prefix *is* the key and nothing is allocated. Unhashed keys keep their bytes in `rest`, which
+/// decides between keys whose prefixes tie (zero padding preserves byte order otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunEntry {
-    pub key: Box<[u8]>,
+    pub prefix: u128,
+    /// The whole key when keys are unhashed; empty for hashed keys.
+    pub rest: Box<[u8]>,
     /// Sortable comparison value (see `record`).
     pub comparison: u64,
     pub doc_id: u32,
     pub deleted: bool,
+}
+
+impl Ord for RunEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| {
+                // Hashed keys have no `rest`: skip the slice comparison in the hot loop.
+                if self.rest.is_empty() && other.rest.is_empty() {
+                    std::cmp::Ordering::Equal
+                } else {
+                    self.rest.cmp(&other.rest)
+                }
+            })
+            .then(self.comparison.cmp(&other.comparison))
+            .then(self.doc_id.cmp(&other.doc_id))
+            .then(self.deleted.cmp(&other.deleted))
+    }
+}
+
+impl PartialOrd for RunEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl RunEntry {
+    pub fn new(key: &[u8], comparison: u64, doc_id: u32, deleted: bool, hashed: bool) -> RunEntry {
+        let mut padded = [0u8; 16];
+        let head = key.len().min(16);
+        padded[..head].copy_from_slice(&key[..head]);
+        debug_assert!(!hashed || key.len() == HASHED_KEY_LEN);
+        RunEntry {
+            prefix: u128::from_be_bytes(padded),
+            rest: if hashed { Box::default() } else { key.into() },
+            comparison,
+            doc_id,
+            deleted,
+        }
+    }
+
+    /// Calls `f` with the metadata key's bytes (without allocating for hashed keys).
+    pub fn with_key<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        if self.rest.is_empty() {
+            f(&self.prefix.to_be_bytes())
+        } else {
+            f(&self.rest)
+        }
+    }
+
+    pub fn same_key(&self, other: &RunEntry) -> bool {
+        self.prefix == other.prefix && self.rest == other.rest
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,24 +177,23 @@ impl RunWriter {
             );
             self.last = Some(entry.clone());
         }
+        let mut fixed = [0u8; HASHED_KEY_LEN + 13];
+        fixed[16..24].copy_from_slice(&entry.comparison.to_le_bytes());
+        fixed[24..28].copy_from_slice(&entry.doc_id.to_le_bytes());
+        fixed[28] = if entry.deleted { FLAG_DELETED } else { 0 };
         if self.hashed_keys {
-            debug_assert_eq!(entry.key.len(), HASHED_KEY_LEN);
+            debug_assert!(entry.rest.is_empty());
+            fixed[..16].copy_from_slice(&entry.prefix.to_be_bytes());
+            self.put(&fixed)?;
         } else {
-            let len = u16::try_from(entry.key.len()).map_err(|_| RunError::Corrupt {
+            let len = u16::try_from(entry.rest.len()).map_err(|_| RunError::Corrupt {
                 path: self.path.display().to_string(),
-                message: format!(
-                    "a primary key of {} bytes is longer than 65535",
-                    entry.key.len()
-                ),
+                message: format!("a primary key of {} bytes is longer than 65535", entry.rest.len()),
             })?;
             self.put(&len.to_le_bytes())?;
+            self.put(&entry.rest)?;
+            self.put(&fixed[16..])?;
         }
-        let mut fixed = [0u8; 13];
-        fixed[0..8].copy_from_slice(&entry.comparison.to_le_bytes());
-        fixed[8..12].copy_from_slice(&entry.doc_id.to_le_bytes());
-        fixed[12] = if entry.deleted { FLAG_DELETED } else { 0 };
-        self.put(&entry.key)?;
-        self.put(&fixed)?;
         self.written += 1;
         Ok(())
     }
@@ -234,24 +293,34 @@ impl RunReader {
             self.verify_footer()?;
             return Ok(None);
         }
-        let key_len = if self.hashed_keys {
-            HASHED_KEY_LEN
-        } else {
-            let mut len = [0u8; 2];
-            self.take(&mut len)?;
-            u16::from_le_bytes(len) as usize
+        self.remaining -= 1;
+        let decode = |fixed: &[u8]| {
+            (
+                u64::from_le_bytes(fixed[0..8].try_into().expect("8 bytes")),
+                u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes")),
+                fixed[12] & FLAG_DELETED != 0,
+            )
         };
-        let mut key = vec![0u8; key_len];
+        if self.hashed_keys {
+            let mut record = [0u8; HASHED_KEY_LEN + 13];
+            self.take(&mut record)?;
+            let (comparison, doc_id, deleted) = decode(&record[16..]);
+            return Ok(Some(RunEntry {
+                prefix: u128::from_be_bytes(record[..16].try_into().expect("16 bytes")),
+                rest: Box::default(),
+                comparison,
+                doc_id,
+                deleted,
+            }));
+        }
+        let mut len = [0u8; 2];
+        self.take(&mut len)?;
+        let mut key = vec![0u8; u16::from_le_bytes(len) as usize];
         self.take(&mut key)?;
         let mut fixed = [0u8; 13];
         self.take(&mut fixed)?;
-        self.remaining -= 1;
-        Ok(Some(RunEntry {
-            key: key.into_boxed_slice(),
-            comparison: u64::from_le_bytes(fixed[0..8].try_into().expect("8 bytes")),
-            doc_id: u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes")),
-            deleted: fixed[12] & FLAG_DELETED != 0,
-        }))
+        let (comparison, doc_id, deleted) = decode(&fixed);
+        Ok(Some(RunEntry::new(&key, comparison, doc_id, deleted, false)))
     }
 
     fn verify_footer(&mut self) -> Result<(), RunError> {
@@ -344,17 +413,13 @@ pub fn build_run(
     max_entries_in_memory: usize,
 ) -> Result<RunHeader, RunError> {
     let limit = max_entries_in_memory.max(1);
+    let hashed = table.primary_key_hash == PrimaryKeyHash::Xxh3_128;
     let mut chunk: Vec<RunEntry> = Vec::with_capacity(limit.min(1 << 20));
     let mut spills: Vec<PathBuf> = Vec::new();
     let mut max_comparison: Option<u64> = None;
     let entries = scan_keys(segment, table, |key, comparison, doc_id, deleted| {
         max_comparison = Some(max_comparison.map_or(comparison, |m| m.max(comparison)));
-        chunk.push(RunEntry {
-            key: key.into(),
-            comparison,
-            doc_id,
-            deleted,
-        });
+        chunk.push(RunEntry::new(key, comparison, doc_id, deleted, hashed));
         if chunk.len() >= limit {
             spills.push(spill(&mut chunk, table, workdir, spills.len())?);
         }
@@ -448,9 +513,9 @@ impl MergedRuns {
         Ok(Some((index, entry)))
     }
 
-    /// Peeks at the key of the next entry.
-    pub fn peek_key(&self) -> Option<&[u8]> {
-        self.heap.peek().map(|Reverse((entry, _))| &*entry.key)
+    /// The next entry, without taking it.
+    pub fn peek(&self) -> Option<&RunEntry> {
+        self.heap.peek().map(|Reverse((entry, _))| entry)
     }
 }
 
@@ -459,11 +524,19 @@ mod tests {
     use super::*;
 
     fn entry(key: u8, comparison: u64, doc_id: u32) -> RunEntry {
-        RunEntry {
-            key: vec![key; 16].into_boxed_slice(),
-            comparison,
-            doc_id,
-            deleted: doc_id % 2 == 0,
+        RunEntry::new(&[key; 16], comparison, doc_id, doc_id % 2 == 0, true)
+    }
+
+    #[test]
+    fn prefix_order_agrees_with_byte_order() {
+        let keys: [&[u8]; 6] = [b"a", b"a\0", b"a\0\x01", b"ab", b"abcdefghijklmnopq", b"abcdefghijklmnopr"];
+        let entries: Vec<RunEntry> = keys.iter().map(|k| RunEntry::new(k, 0, 0, false, false)).collect();
+        for (a, b) in entries.iter().zip(entries.iter().skip(1)) {
+            assert!(a < b, "{a:?} < {b:?}");
+            assert!(!a.same_key(b));
+        }
+        for (entry, key) in entries.iter().zip(keys) {
+            entry.with_key(|bytes| assert_eq!(bytes, key));
         }
     }
 

@@ -78,7 +78,6 @@ pub fn resolve(
     };
     let mut merged = MergedRuns::new(runs)?;
     while let Some((source, first)) = merged.next_entry()? {
-        let key = first.key;
         let mut best = Candidate {
             source,
             comparison: first.comparison,
@@ -86,7 +85,7 @@ pub fn resolve(
             deleted: first.deleted,
         };
         let mut rows_of_key: u64 = 1;
-        while merged.peek_key() == Some(&key[..]) {
+        while merged.peek().is_some_and(|next| next.same_key(&first)) {
             let (source, entry) = merged.next_entry()?.expect("peeked");
             rows_of_key += 1;
             let candidate = (entry.comparison, sources[source].sequence, entry.doc_id);
@@ -118,7 +117,7 @@ pub fn resolve(
             comparison: kind.natural_from_sortable(best.comparison),
             deleted: best.deleted,
         };
-        emit(&key, record)?;
+        first.with_key(|key| emit(key, record))?;
         resolution.metadata_keys += 1;
     }
     Ok(resolution)

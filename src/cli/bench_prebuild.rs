@@ -154,15 +154,24 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
     Ok(())
 }
 
-/// Waits for `child` and returns (exit code, peak RSS in KiB) from wait4's resource usage.
-fn wait_with_rusage(child: std::process::Child) -> anyhow::Result<(i32, i64)> {
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child, which we do not wait on elsewhere.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    anyhow::ensure!(waited == pid, "wait4 failed: {}", std::io::Error::last_os_error());
-    std::mem::forget(child);
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
-    Ok((code, usage.ru_maxrss))
+/// Waits for `child` and returns (exit code, peak RSS in KiB).
+///
+/// The peak is the child's own `VmHWM` (/proc/PID/status), polled every 10 ms: it starts afresh at
+/// exec. `ru_maxrss` from wait4 would not do: Linux folds the parent's resident set from before
+/// the exec into it.
+fn wait_with_rusage(mut child: std::process::Child) -> anyhow::Result<(i32, i64)> {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib: i64 = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            if let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:")) {
+                let kib = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            return Ok((status.code().unwrap_or(-1), peak_kib));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

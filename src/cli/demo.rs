@@ -39,6 +39,8 @@ pub struct DemoArgs {
 pub async fn run(context: &Context, args: DemoArgs) -> anyhow::Result<()> {
     println!("== minion demo: store {}", context.settings.store);
     let table = TableConfig::from_toml(ORDERS_TOML, "examples/tables/orders.toml")?;
+    // The demo sets up what it needs, on any database: migrating is idempotent.
+    context.catalog_unmigrated().await?.migrate().await?;
     let catalog = context.catalog().await?;
     match catalog.create_table(&table).await? {
         Created::New => println!(

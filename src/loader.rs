@@ -264,12 +264,7 @@ fn compare_path(
     sequences: &HashMap<u64, i64>,
     bitmaps: &mut BTreeMap<i64, SegmentBitmaps>,
 ) -> anyhow::Result<u64> {
-    let kind = ComparisonKind::of(
-        table
-            .column(&table.comparison)
-            .expect("validated")
-            .column_type,
-    );
+    let kind = ComparisonKind::of_table(table);
     let mut write = WriteOptions::default();
     // The local key metadata is rebuilt from snapshot and segments after a crash: no WAL needed.
     write.disable_wal(true);

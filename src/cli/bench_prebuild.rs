@@ -47,7 +47,10 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
         .replace("partitions = 4", "partitions = 1");
     let table = TableConfig::from_toml(&text, "bench table")?;
     catalog.create_table(&table).await?;
-    println!("bench prebuild: table {name}, {} rows over {} keys", args.rows, args.keys);
+    println!(
+        "bench prebuild: table {name}, {} rows over {} keys",
+        args.rows, args.keys
+    );
     let ingest_args = IngestArgs {
         table: name.clone(),
         input: None,
@@ -74,14 +77,22 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
     command
         .arg("--store")
         .arg(&context.settings.store)
-        .args(["run", "prebuild", &json!({"table": name, "partition": 0}).to_string()])
+        .args([
+            "run",
+            "prebuild",
+            &json!({"table": name, "partition": 0}).to_string(),
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let started = Instant::now();
     let child = command.spawn()?;
-    let (status, max_rss_kib) = tokio::task::spawn_blocking(move || wait_with_rusage(child)).await??;
+    let (status, max_rss_kib) =
+        tokio::task::spawn_blocking(move || wait_with_rusage(child)).await??;
     let prebuild_seconds = started.elapsed().as_secs_f64();
-    anyhow::ensure!(status == 0, "the prebuild child failed (exit status {status})");
+    anyhow::ensure!(
+        status == 0,
+        "the prebuild child failed (exit status {status})"
+    );
     let snapshot = catalog
         .latest_snapshot(&name, 0)
         .await?
@@ -95,17 +106,31 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
         .map(|s| store_dir.join(&s.object_key).display().to_string())
         .collect();
     let output = Command::new(&args.python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/duckdb_baseline.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/duckdb_baseline.py"
+        ))
         .args(["order_id", "updated_at"])
         .args(&files)
         .output()
-        .map_err(|err| anyhow::anyhow!("cannot run {} for the DuckDB baseline ({err}); run scripts/setup.sh", args.python.display()))?;
-    anyhow::ensure!(output.status.success(), "DuckDB baseline failed: {}", String::from_utf8_lossy(&output.stderr));
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "cannot run {} for the DuckDB baseline ({err}); run scripts/setup.sh",
+                args.python.display()
+            )
+        })?;
+    anyhow::ensure!(
+        output.status.success(),
+        "DuckDB baseline failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let duckdb: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     let duckdb_seconds = duckdb["seconds"].as_f64().unwrap_or(f64::NAN);
 
     // Bootstrap both ways.
-    let work = tempfile::Builder::new().prefix("minion-bench-").tempdir_in(&context.settings.staging_dir)?;
+    let work = tempfile::Builder::new()
+        .prefix("minion-bench-")
+        .tempdir_in(&context.settings.staging_dir)?;
     let store = context.store()?;
     let mut bootstrap_seconds = Vec::new();
     for use_snapshot in [true, false] {
@@ -118,9 +143,15 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
             sst_format_version: context.settings.prebuild.sst_format_version,
             staging_dir: context.settings.staging_dir.clone(),
         };
-        let dir = work.path().join(if use_snapshot { "with" } else { "without" });
+        let dir = work
+            .path()
+            .join(if use_snapshot { "with" } else { "without" });
         let loaded = bootstrap(catalog, &store, &name, 0, &dir, &options).await?;
-        anyhow::ensure!(loaded.report.keys == keys, "bootstrap found {} keys, the snapshot {keys}", loaded.report.keys);
+        anyhow::ensure!(
+            loaded.report.keys == keys,
+            "bootstrap found {} keys, the snapshot {keys}",
+            loaded.report.keys
+        );
         bootstrap_seconds.push(loaded.report.seconds);
     }
     let sst_bytes: u64 = {
@@ -165,7 +196,11 @@ fn wait_with_rusage(mut child: std::process::Child) -> anyhow::Result<(i32, i64)
     loop {
         if let Ok(text) = std::fs::read_to_string(&status_path) {
             if let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:")) {
-                let kib = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let kib = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 peak_kib = peak_kib.max(kib);
             }
         }

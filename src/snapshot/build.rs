@@ -131,7 +131,9 @@ pub async fn prebuild(
         let first = ensure_run(store, &table, &pair[0], workdir.path(), options);
         let second = async {
             match pair.get(1) {
-                Some(segment) => Some(ensure_run(store, &table, segment, workdir.path(), options).await),
+                Some(segment) => {
+                    Some(ensure_run(store, &table, segment, workdir.path(), options).await)
+                }
                 None => None,
             }
         };
@@ -160,16 +162,8 @@ pub async fn prebuild(
             rows: s.row_count as u64,
         })
         .collect();
-    let kind = ComparisonKind::of(
-        table
-            .column(&table.comparison)
-            .expect("validated")
-            .column_type,
-    );
-    let ttl = TtlSettings {
-        deleted_keys_ttl: table.ttl.deleted_keys_ttl,
-        metadata_ttl: table.ttl.metadata_ttl,
-    };
+    let kind = ComparisonKind::of_table(&table);
+    let ttl = TtlSettings::of(&table);
     let (resolution, sst_files) = {
         let (dir, format_version, max_entries) = (
             workdir.path().to_path_buf(),

@@ -188,7 +188,10 @@ impl RunWriter {
         } else {
             let len = u16::try_from(entry.rest.len()).map_err(|_| RunError::Corrupt {
                 path: self.path.display().to_string(),
-                message: format!("a primary key of {} bytes is longer than 65535", entry.rest.len()),
+                message: format!(
+                    "a primary key of {} bytes is longer than 65535",
+                    entry.rest.len()
+                ),
             })?;
             self.put(&len.to_le_bytes())?;
             self.put(&entry.rest)?;
@@ -320,7 +323,9 @@ impl RunReader {
         let mut fixed = [0u8; 13];
         self.take(&mut fixed)?;
         let (comparison, doc_id, deleted) = decode(&fixed);
-        Ok(Some(RunEntry::new(&key, comparison, doc_id, deleted, false)))
+        Ok(Some(RunEntry::new(
+            &key, comparison, doc_id, deleted, false,
+        )))
     }
 
     fn verify_footer(&mut self) -> Result<(), RunError> {
@@ -529,8 +534,18 @@ mod tests {
 
     #[test]
     fn prefix_order_agrees_with_byte_order() {
-        let keys: [&[u8]; 6] = [b"a", b"a\0", b"a\0\x01", b"ab", b"abcdefghijklmnopq", b"abcdefghijklmnopr"];
-        let entries: Vec<RunEntry> = keys.iter().map(|k| RunEntry::new(k, 0, 0, false, false)).collect();
+        let keys: [&[u8]; 6] = [
+            b"a",
+            b"a\0",
+            b"a\0\x01",
+            b"ab",
+            b"abcdefghijklmnopq",
+            b"abcdefghijklmnopr",
+        ];
+        let entries: Vec<RunEntry> = keys
+            .iter()
+            .map(|k| RunEntry::new(k, 0, 0, false, false))
+            .collect();
         for (a, b) in entries.iter().zip(entries.iter().skip(1)) {
             assert!(a < b, "{a:?} < {b:?}");
             assert!(!a.same_key(b));

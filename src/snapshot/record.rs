@@ -29,6 +29,14 @@ impl ComparisonKind {
         }
     }
 
+    /// The kind of the table's comparison column.
+    pub fn of_table(table: &crate::table::TableConfig) -> ComparisonKind {
+        let column = table
+            .column(&table.comparison)
+            .expect("validated comparison column");
+        ComparisonKind::of(column.column_type)
+    }
+
     /// The sortable form of a natural value given as raw 8 bytes (i64 or f64 bits).
     pub fn sortable_from_natural(self, natural: u64) -> u64 {
         match self {

@@ -31,6 +31,16 @@ pub struct TtlSettings {
     pub metadata_ttl: Option<f64>,
 }
 
+impl TtlSettings {
+    /// The TTLs a table declares.
+    pub fn of(table: &crate::table::TableConfig) -> TtlSettings {
+        TtlSettings {
+            deleted_keys_ttl: table.ttl.deleted_keys_ttl,
+            metadata_ttl: table.ttl.metadata_ttl,
+        }
+    }
+}
+
 /// Per-segment bitmaps and counts of one resolution.
 #[derive(Debug, Clone, Default)]
 pub struct Resolution {

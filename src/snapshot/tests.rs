@@ -204,8 +204,7 @@ fn row_strategy() -> impl Strategy<Value = Row> {
     )
 }
 
-fn case_strategy(
-) -> impl Strategy<Value = Case> {
+fn case_strategy() -> impl Strategy<Value = Case> {
     (
         prop::collection::vec(prop::collection::vec(row_strategy(), 0..40), 1..6),
         any::<bool>(),

@@ -121,16 +121,8 @@ pub async fn verify_partition(
     if !verdict.differences.is_empty() {
         return Ok(verdict);
     }
-    let kind = ComparisonKind::of(
-        table
-            .column(&table.comparison)
-            .expect("validated")
-            .column_type,
-    );
-    let ttl = TtlSettings {
-        deleted_keys_ttl: table.ttl.deleted_keys_ttl,
-        metadata_ttl: table.ttl.metadata_ttl,
-    };
+    let kind = ComparisonKind::of_table(&table);
+    let ttl = TtlSettings::of(&table);
     let recomputed_dir = workdir.path().join("recomputed");
     std::fs::create_dir_all(&recomputed_dir)?;
     let (resolution, recomputed_files) = {

@@ -269,6 +269,25 @@ impl TestEnv {
             .expect("minion starts")
     }
 
+    /// Polls `minion job show ID` until the job is in `state`; fails the test with the job and
+    /// the worker's log after 30 seconds.
+    pub fn wait_job_state(&self, id: &str, state: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let job: serde_json::Value =
+                serde_json::from_str(&self.ok(&["job", "show", id, "--json"])).unwrap();
+            if job["state"] == state {
+                return job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job never got {state}: {job}\n{}",
+                self.log("worker")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// What a background process logged so far.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()

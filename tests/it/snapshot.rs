@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use upsert_minion::catalog::Catalog;
@@ -357,10 +356,25 @@ async fn spilling_keeps_memory_bounded_and_results_exact() {
     // Runs of at most 20,000 entries in memory, over millions of keys: every segment spills
     // dozens of sorted chunks to disk and merges them, and the winners still match DuckDB's.
     let env = setup(StoreKind::Local);
-    std::fs::write(env.path("minion.toml"), "[prebuild]\nmax_run_entries = 20000\n").unwrap();
+    std::fs::write(
+        env.path("minion.toml"),
+        "[prebuild]\nmax_run_entries = 20000\n",
+    )
+    .unwrap();
     env.ok(&[
-        "ingest", "--table", "orders", "--generate", "3000000", "--keys", "2500000", "--zipf", "0", "--seed", "8",
-        "--segment-rows", "400000",
+        "ingest",
+        "--table",
+        "orders",
+        "--generate",
+        "3000000",
+        "--keys",
+        "2500000",
+        "--zipf",
+        "0",
+        "--seed",
+        "8",
+        "--segment-rows",
+        "400000",
     ]);
     let mut keys = 0;
     for partition in 0..4 {
@@ -368,7 +382,11 @@ async fn spilling_keeps_memory_bounded_and_results_exact() {
         assert_eq!(report["outcome"], "published", "{report}");
         keys += report["key_count"].as_u64().unwrap();
         let loaded = load(&env, partition, true, &env.path(&format!("db-{partition}"))).await;
-        assert_eq!(bitmaps_as_json(&loaded), duckdb_winners(&env, partition), "partition {partition}");
+        assert_eq!(
+            bitmaps_as_json(&loaded),
+            duckdb_winners(&env, partition),
+            "partition {partition}"
+        );
     }
     assert!(keys > 1_500_000, "millions of keys: {keys}");
 }
@@ -389,19 +407,7 @@ async fn prebuild_jobs_run_in_the_queue_and_are_unique_per_partition() {
     );
     let mut worker = env.spawn("worker", &["worker", "--poll-interval", "200ms"]);
     let id = first["id"].as_i64().unwrap().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let job = loop {
-        let job: Value = serde_json::from_str(&env.ok(&["job", "show", &id, "--json"])).unwrap();
-        if job["state"] == "completed" {
-            break job;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{job}\n{}",
-            env.log("worker")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let job = env.wait_job_state(&id, "completed");
     assert_eq!(job["output"]["outcome"], "published");
     let err = env.fails(&["job", "submit", "prebuild", r#"{"table": "orders"}"#]);
     assert!(err.contains("missing field `partition`"), "{err}");

@@ -2,7 +2,6 @@
 //! discarded, and nothing is published.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -221,15 +220,7 @@ async fn permanent_prebuild_failures_are_discarded_and_publish_nothing() {
         .iter()
         .zip(["is missing from the store", "has checksum"])
     {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let job = loop {
-            let job: Value = serde_json::from_str(&env.ok(&["job", "show", id, "--json"])).unwrap();
-            if job["state"] == "discarded" {
-                break job;
-            }
-            assert!(std::time::Instant::now() < deadline, "{job}");
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let job = env.wait_job_state(id, "discarded");
         assert_eq!(job["attempt"], 1, "permanent: not retried");
         let error = job["errors"][0]["error"].as_str().unwrap();
         assert!(error.contains(expected), "{error}");

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod compaction;
 pub mod config;
 pub mod devdb;
 pub mod ingest;

@@ -2,6 +2,7 @@
 //! snapshots and jobs. Each concern keeps its SQL in its own submodule; every change that touches
 //! several rows runs in one transaction.
 
+mod replace;
 mod segments;
 pub mod snapshots;
 pub mod tables;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+pub use replace::ReplaceOutcome;
 pub use segments::{NewSegment, SegmentRow, SegmentState};
 pub use snapshots::{NewSnapshot, PublishOutcome, SnapshotRow};
 

@@ -17,6 +17,32 @@ const SELECT_SEGMENTS: &str =
      FROM segments WHERE table_name = $1 AND ($2::int IS NULL OR partition_id = $2) \
      AND ($3::text IS NULL OR state = $3) ORDER BY partition_id, sequence, id";
 
+const SELECT_SEGMENT: &str =
+    "SELECT id, table_name, partition_id, sequence, name, object_key, row_count, \
+     byte_size, checksum, min_comparison, max_comparison, state, replaces, replaced_by, created_at \
+     FROM segments WHERE id = $1";
+
+/// Inserts one online segment inside the caller's transaction; returns its id.
+pub(super) async fn insert_segment(
+    conn: &mut sqlx::PgConnection,
+    segment: &NewSegment,
+) -> Result<i64, CatalogError> {
+    let (id,): (i64,) = sqlx::query_as(INSERT_SEGMENT)
+        .bind(&segment.table)
+        .bind(segment.partition as i32)
+        .bind(segment.sequence)
+        .bind(&segment.name)
+        .bind(&segment.object_key)
+        .bind(segment.row_count as i64)
+        .bind(segment.byte_size as i64)
+        .bind(&segment.checksum)
+        .bind(segment.min_comparison)
+        .bind(segment.max_comparison)
+        .fetch_one(conn)
+        .await?;
+    Ok(id)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SegmentState {
@@ -123,23 +149,18 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         let mut ids = Vec::with_capacity(segments.len());
         for segment in segments {
-            let (id,): (i64,) = sqlx::query_as(INSERT_SEGMENT)
-                .bind(&segment.table)
-                .bind(segment.partition as i32)
-                .bind(segment.sequence)
-                .bind(&segment.name)
-                .bind(&segment.object_key)
-                .bind(segment.row_count as i64)
-                .bind(segment.byte_size as i64)
-                .bind(&segment.checksum)
-                .bind(segment.min_comparison)
-                .bind(segment.max_comparison)
-                .fetch_one(&mut *tx)
-                .await?;
-            ids.push(id);
+            ids.push(insert_segment(&mut tx, segment).await?);
         }
         tx.commit().await?;
         Ok(ids)
+    }
+
+    /// One segment by id, whatever its state.
+    pub async fn segment(&self, id: i64) -> Result<Option<SegmentRow>, CatalogError> {
+        Ok(sqlx::query_as::<_, SegmentRow>(SELECT_SEGMENT)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Segments of a table, optionally of one partition and one state, in sequence order.

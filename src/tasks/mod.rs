@@ -2,6 +2,7 @@
 //! arguments at submit time, so a bad job never enters the queue, and says whether its failures
 //! are worth retrying.
 
+pub mod compact;
 mod diagnostic;
 pub mod prebuild;
 
@@ -62,6 +63,13 @@ pub fn classify(err: anyhow::Error) -> JobError {
         cause.is::<crate::snapshot::build::PermanentError>()
             || cause.is::<crate::segment::SegmentError>()
             || cause.is::<crate::snapshot::manifest::ManifestError>()
+            || matches!(
+                cause.downcast_ref::<crate::loader::LoaderError>(),
+                Some(
+                    crate::loader::LoaderError::BadBitmap { .. }
+                        | crate::loader::LoaderError::ChecksumMismatch { .. }
+                )
+            )
             || matches!(
                 cause.downcast_ref::<RunError>(),
                 Some(RunError::Corrupt { .. })
@@ -137,6 +145,7 @@ impl Registry {
             registry.register(task);
         }
         registry.register(prebuild::task());
+        registry.register(compact::task());
         registry
     }
 

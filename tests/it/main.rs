@@ -4,6 +4,7 @@ mod common;
 
 mod bad_input;
 mod catalog;
+mod compaction;
 mod embedded;
 mod ingest;
 mod queue;

@@ -1,0 +1,101 @@
+//! Replacing segments (compaction, merge) in one transaction guarded by the inputs' expected
+//! state and checksum: two jobs racing on one input, exactly one wins and the loser changes nothing.
+
+use serde::Serialize;
+
+use super::segments::insert_segment;
+use super::{Catalog, CatalogError, NewSegment};
+use crate::queue::{NewJob, Queue};
+
+const LOCK_INPUTS: &str =
+    "SELECT id, checksum, state FROM segments WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+const RETIRE_INPUTS: &str =
+    "UPDATE segments SET state = $2, state_changed_at = now() WHERE id = ANY($1)";
+const LINK_INPUTS: &str = "UPDATE segments SET replaced_by = $2 WHERE id = ANY($1)";
+const SET_LINEAGE: &str = "UPDATE segments SET replaces = $2 WHERE id = $1";
+
+/// Which precondition of a replacement held or failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReplaceOutcome {
+    /// Inputs retired; `outputs` are the new segments' ids (none: the inputs were dropped).
+    Replaced { outputs: Vec<i64> },
+    /// An input is no longer online with the expected checksum: nothing was changed.
+    InputChanged {
+        segment_id: i64,
+        state: Option<String>,
+    },
+}
+
+impl Catalog {
+    /// Retires `inputs` (id, expected checksum) and registers `outputs` online, in one
+    /// transaction, only if every input is still online with its expected checksum. Inputs become
+    /// `replaced` (with lineage both ways) or, without outputs, `dropped`. `follow_up` (typically
+    /// the partition's prebuild) is enqueued in the same transaction.
+    pub async fn replace_segments(
+        &self,
+        inputs: &[(i64, String)],
+        outputs: &[NewSegment],
+        follow_up: Option<&NewJob>,
+    ) -> Result<ReplaceOutcome, CatalogError> {
+        debug_assert!(!inputs.is_empty());
+        let ids: Vec<i64> = inputs.iter().map(|(id, _)| *id).collect();
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(LOCK_INPUTS)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        for (id, checksum) in inputs {
+            let row = rows.iter().find(|(row_id, _, _)| row_id == id);
+            let still = row.is_some_and(|(_, row_checksum, state)| {
+                row_checksum == checksum && state == "online"
+            });
+            if !still {
+                return Ok(ReplaceOutcome::InputChanged {
+                    segment_id: *id,
+                    state: row.map(|(_, _, state)| state.clone()),
+                });
+            }
+        }
+        // Retire first: outputs may reuse an input's sequence, unique among online segments.
+        let retired_state = if outputs.is_empty() {
+            "dropped"
+        } else {
+            "replaced"
+        };
+        sqlx::query(RETIRE_INPUTS)
+            .bind(&ids)
+            .bind(retired_state)
+            .execute(&mut *tx)
+            .await?;
+        let mut output_ids = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let id = insert_segment(&mut tx, output).await?;
+            sqlx::query(SET_LINEAGE)
+                .bind(id)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+            output_ids.push(id);
+        }
+        if let Some(&first) = output_ids.first() {
+            sqlx::query(LINK_INPUTS)
+                .bind(&ids)
+                .bind(first)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(job) = follow_up {
+            Queue::submit_in(&mut tx, job)
+                .await
+                .map_err(|err| match err {
+                    crate::queue::QueueError::Database(inner) => CatalogError::Database(inner),
+                    other => CatalogError::Database(sqlx::Error::Protocol(other.to_string())),
+                })?;
+        }
+        tx.commit().await?;
+        Ok(ReplaceOutcome::Replaced {
+            outputs: output_ids,
+        })
+    }
+}

@@ -27,9 +27,9 @@ use crate::catalog::{NewSegment, ReplaceOutcome, SegmentState};
 use crate::loader::parse_bitmap;
 use crate::queue::NewJob;
 use crate::segment::{new_segment_name, SegmentFile, SegmentWriter, WriteOptions};
-use crate::snapshot::build::PermanentError;
+use crate::snapshot::build::{fetch_segment, PermanentError};
 use crate::snapshot::Manifest;
-use crate::storage::{layout, sha256_hex, StorageError};
+use crate::storage::{layout, sha256_hex};
 use crate::tasks::{prebuild, Services};
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,20 +153,7 @@ pub async fn compact(
         .prefix("minion-compact-")
         .tempdir_in(&services.prebuild.staging_dir)?;
     let local_input = work.path().join("input.parquet");
-    let checksum = match store.download_to(&segment.object_key, &local_input).await {
-        Ok(checksum) => checksum,
-        Err(err @ StorageError::NotFound { .. }) => {
-            return Err(PermanentError(format!("segment {}: {err}", segment.name)).into())
-        }
-        Err(err) => return Err(err.into()),
-    };
-    if checksum != segment.checksum {
-        return Err(PermanentError(format!(
-            "segment {} has checksum {checksum} but the catalog recorded {}; restore the object",
-            segment.name, segment.checksum
-        ))
-        .into());
-    }
+    fetch_segment(store, &segment, &local_input).await?;
     let name = new_segment_name(table_name, partition, segment.sequence);
     let local_output = work.path().join("output.parquet");
     let written = {

@@ -332,20 +332,7 @@ async fn ensure_run(
         Err(err) => return Err(err.into()),
     }
     let local_segment = workdir.join(format!("{}.parquet", segment.id));
-    let checksum = match store.download_to(&segment.object_key, &local_segment).await {
-        Ok(checksum) => checksum,
-        Err(err @ StorageError::NotFound { .. }) => {
-            return Err(PermanentError(format!("segment {}: {err}", segment.name)).into())
-        }
-        Err(err) => return Err(err.into()),
-    };
-    if checksum != segment.checksum {
-        return Err(PermanentError(format!(
-            "segment {} ({}) has checksum {checksum} but the catalog recorded {}; the object was changed or damaged, restore it",
-            segment.name, segment.object_key, segment.checksum
-        ))
-        .into());
-    }
+    fetch_segment(store, segment, &local_segment).await?;
     let (table_owned, segment_checksum, run_path, work, limit) = (
         table.clone(),
         segment.checksum.clone(),
@@ -377,6 +364,30 @@ async fn ensure_run(
         Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok((local_run, false)),
         Err(err) => Err(err.into()),
     }
+}
+
+/// Downloads a segment to `local` and checks it against the catalog's checksum. A missing or
+/// changed object is a permanent error: running again cannot bring the content back.
+pub(crate) async fn fetch_segment(
+    store: &Store,
+    segment: &SegmentRow,
+    local: &Path,
+) -> anyhow::Result<()> {
+    let checksum = match store.download_to(&segment.object_key, local).await {
+        Ok(checksum) => checksum,
+        Err(err @ StorageError::NotFound { .. }) => {
+            return Err(PermanentError(format!("segment {}: {err}", segment.name)).into())
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if checksum != segment.checksum {
+        return Err(PermanentError(format!(
+            "segment {} ({}) has checksum {checksum} but the catalog recorded {}; the object was changed or damaged: restore the object",
+            segment.name, segment.object_key, segment.checksum
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 pub(crate) fn resolve_to_files(

@@ -269,6 +269,21 @@ impl TestEnv {
             .expect("minion starts")
     }
 
+    /// Downloads object `key` of this world's store to `local`; callable from async tests (the
+    /// download runs on its own thread and runtime).
+    pub fn download(&self, key: &str, local: &Path) -> String {
+        let (store, key, local) = (self.store(), key.to_string(), local.to_path_buf());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(store.download_to(&key, &local)).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
     /// Polls `minion job show ID` until the job is in `state`; fails the test with the job and
     /// the worker's log after 30 seconds.
     pub fn wait_job_state(&self, id: &str, state: &str) -> serde_json::Value {

@@ -154,21 +154,10 @@ fn compaction_keeps_exactly_the_valid_rows() {
     // DuckDB reads every compacted segment.
     let table_json = env.path("orders.json");
     std::fs::write(&table_json, env.ok(&["table", "show", "orders", "--json"])).unwrap();
-    let store = env.store();
     let mut files = Vec::new();
     for segment in online(&env, 0) {
         let local = env.path(&format!("c-{}.parquet", segment["id"]));
-        let key = segment["object_key"].as_str().unwrap().to_string();
-        let (store, target) = (store.clone(), local.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(store.download_to(&key, &target)).unwrap();
-        })
-        .join()
-        .unwrap();
+        env.download(segment["object_key"].as_str().unwrap(), &local);
         files.push(local.display().to_string());
     }
     let mut args = vec![table_json.display().to_string(), "-".to_string()];

@@ -65,22 +65,10 @@ fn duckdb_winners(env: &TestEnv, partition: u32) -> Value {
         "--json",
     ]))
     .unwrap();
-    let store = env.store();
     let mut listed = Vec::new();
     for segment in &segments {
         let local = env.path(&format!("seg-{}.parquet", segment["id"]));
-        let key = segment["object_key"].as_str().unwrap().to_string();
-        // Callable from async tests: the download runs on a thread with its own runtime.
-        let (store, target) = (store.clone(), local.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(store.download_to(&key, &target)).unwrap();
-        })
-        .join()
-        .unwrap();
+        env.download(segment["object_key"].as_str().unwrap(), &local);
         listed.push(json!({"id": segment["id"], "sequence": segment["sequence"], "path": local}));
     }
     let segments_json = env.path("segments.json");

@@ -2,6 +2,7 @@
 //! snapshots and jobs. Each concern keeps its SQL in its own submodule; every change that touches
 //! several rows runs in one transaction.
 
+pub mod gc;
 mod replace;
 mod segments;
 pub mod snapshots;

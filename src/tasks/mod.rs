@@ -4,6 +4,7 @@
 
 pub mod compact;
 mod diagnostic;
+pub mod gc;
 pub mod prebuild;
 
 use std::collections::BTreeMap;
@@ -146,6 +147,7 @@ impl Registry {
         }
         registry.register(prebuild::task());
         registry.register(compact::task());
+        registry.register(gc::task());
         registry
     }
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod catalog;
 mod compaction;
 mod embedded;
+mod gc;
 mod ingest;
 mod queue;
 mod snapshot;

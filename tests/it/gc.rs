@@ -1,0 +1,202 @@
+//! Garbage collection: what it removes, what it must keep, and that the table stays correct.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::common::{StoreKind, TestEnv};
+
+fn json_of<T: serde::de::DeserializeOwned>(env: &TestEnv, args: &[&str]) -> T {
+    serde_json::from_str(&env.ok(args)).unwrap()
+}
+
+fn run(env: &TestEnv, kind: &str, args: Value) -> Value {
+    json_of(env, &["run", kind, &args.to_string()])
+}
+
+fn setup() -> TestEnv {
+    let env = TestEnv::new(StoreKind::Local);
+    env.ok(&["migrate"]);
+    env.create_example_table("orders.toml");
+    env.ok(&[
+        "ingest",
+        "--table",
+        "orders",
+        "--generate",
+        "20000",
+        "--keys",
+        "1500",
+        "--seed",
+        "9",
+        "--segment-rows",
+        "2500",
+    ]);
+    env
+}
+
+fn objects(env: &TestEnv) -> BTreeSet<String> {
+    let root = PathBuf::from(&env.store_url);
+    let mut found = BTreeSet::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.insert(path.strip_prefix(&root).unwrap().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+fn valid_rows(env: &TestEnv, name: &str) -> Vec<String> {
+    let path = env.path(name);
+    env.ok(&[
+        "scan",
+        "--table",
+        "orders",
+        "--partition",
+        "0",
+        "--valid-only",
+        "--output",
+        path.to_str().unwrap(),
+    ]);
+    let mut rows: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn gc_collects_replaced_segments_and_superseded_snapshots() {
+    let env = setup();
+    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    let before = valid_rows(&env, "before.jsonl");
+    let segments: Vec<Value> = json_of(
+        &env,
+        &[
+            "segment",
+            "ls",
+            "--table",
+            "orders",
+            "--partition",
+            "0",
+            "--state",
+            "online",
+            "--json",
+        ],
+    );
+    for segment in &segments {
+        run(
+            &env,
+            "compact",
+            json!({"table": "orders", "segment_id": segment["id"]}),
+        );
+    }
+    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    let report = run(&env, "gc", json!({"table": "orders", "grace_seconds": 0}));
+    assert!(
+        report["segments_collected"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert_eq!(
+        report["snapshots_collected"], 1,
+        "snapshot 1 is superseded: {report}"
+    );
+
+    // Nothing is left but what the catalog references.
+    let all: Vec<Value> = json_of(&env, &["segment", "ls", "--table", "orders", "--json"]);
+    assert!(
+        all.iter().all(|s| s["state"] == "online"),
+        "retired rows are gone"
+    );
+    let snapshots: Vec<Value> = json_of(&env, &["snapshot", "ls", "--table", "orders", "--json"]);
+    assert_eq!(snapshots.len(), 1);
+    let snapshot_dir = snapshots[0]["manifest_key"]
+        .as_str()
+        .unwrap()
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_string();
+    for object in objects(&env) {
+        let known = all.iter().any(|s| {
+            s["object_key"] == object.as_str()
+                || object.ends_with(&format!("keyruns/{}.run", s["name"].as_str().unwrap()))
+        });
+        assert!(
+            known || object.starts_with(&snapshot_dir),
+            "unreferenced object left: {object}"
+        );
+    }
+    // And the table is exactly as it was.
+    assert_eq!(valid_rows(&env, "after.jsonl"), before);
+    assert!(env
+        .ok(&["verify", "--table", "orders"])
+        .contains("partition 0: snapshot 2 matches"));
+}
+
+#[test]
+fn gc_keeps_what_a_retained_snapshot_covers_and_young_orphans() {
+    let env = setup();
+    run(&env, "prebuild", json!({"table": "orders", "partition": 1}));
+    let segment: Vec<Value> = json_of(
+        &env,
+        &[
+            "segment",
+            "ls",
+            "--table",
+            "orders",
+            "--partition",
+            "1",
+            "--state",
+            "online",
+            "--json",
+        ],
+    );
+    let first = &segment[0];
+    let report = run(
+        &env,
+        "compact",
+        json!({"table": "orders", "segment_id": first["id"]}),
+    );
+    assert_eq!(report["outcome"], "compacted");
+    // No prebuild since: the latest snapshot still covers the replaced segment.
+    let root = PathBuf::from(&env.store_url);
+    let stray = root.join("tables/orders/p1/segments/stray.parquet");
+    std::fs::write(&stray, b"left by a crashed upload").unwrap();
+    let report = run(
+        &env,
+        "gc",
+        json!({"table": "orders", "grace_seconds": 3600}),
+    );
+    assert_eq!(report["segments_collected"], 0, "{report}");
+    assert_eq!(report["orphans_too_young"], 1, "{report}");
+    assert!(stray.exists());
+
+    let report = run(&env, "gc", json!({"table": "orders", "grace_seconds": 0}));
+    assert_eq!(
+        report["segments_collected"], 0,
+        "covered by the retained snapshot: {report}"
+    );
+    assert_eq!(report["orphans_deleted"], 1, "{report}");
+    assert!(!stray.exists());
+    assert!(
+        root.join(first["object_key"].as_str().unwrap()).exists(),
+        "the covered segment's object stays"
+    );
+
+    // Once a newer snapshot no longer covers it, it goes.
+    run(&env, "prebuild", json!({"table": "orders", "partition": 1}));
+    let report = run(&env, "gc", json!({"table": "orders", "grace_seconds": 0}));
+    assert_eq!(report["segments_collected"], 1, "{report}");
+    assert!(!root.join(first["object_key"].as_str().unwrap()).exists());
+    let err = env.fails(&["run", "gc", r#"{"table": "orders", "grace_seconds": -1}"#]);
+    assert!(err.contains("`grace_seconds` must be 0 or more"), "{err}");
+}

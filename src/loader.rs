@@ -54,6 +54,8 @@ pub struct BootstrapReport {
     pub valid_docs: u64,
     pub queryable_docs: u64,
     pub seconds: f64,
+    /// Why the newest snapshot was not used, when it was skipped for the slow path.
+    pub snapshot_skipped: Option<String>,
 }
 
 /// A loaded partition: its key metadata in RocksDB and its bitmaps per segment id.
@@ -132,12 +134,28 @@ pub async fn bootstrap(
         valid_docs: 0,
         queryable_docs: 0,
         seconds: 0.0,
+        snapshot_skipped: None,
     };
-    let snapshot = if options.use_snapshot {
+    let mut snapshot = if options.use_snapshot {
         catalog.latest_snapshot(table_name, partition).await?
     } else {
         None
     };
+    // A snapshot that covers a segment since replaced by compaction or merge is stale, not
+    // wrong: the queued prebuild will replace it. Until then the slow path is the correct one.
+    if let Some(stale) = snapshot.as_ref().and_then(|s| {
+        s.segment_ids
+            .iter()
+            .find(|id| !online.iter().any(|o| o.id == **id))
+    }) {
+        let reason = format!(
+            "snapshot {} covers segment {stale}, which is no longer online (compacted or merged since); loading without it until a prebuild publishes a newer one",
+            snapshot.as_ref().map_or(0, |s| s.version)
+        );
+        tracing::warn!("{reason}");
+        report.snapshot_skipped = Some(reason);
+        snapshot = None;
+    }
     if let Some(snapshot) = snapshot {
         let manifest_bytes = store.get(&snapshot.manifest_key).await?;
         check_sum(

@@ -204,11 +204,14 @@ pub async fn run_bootstrap(context: &Context, args: BootstrapArgs) -> anyhow::Re
     if args.json {
         return print_json(report);
     }
-    let path = if args.no_snapshot {
+    let path = if args.no_snapshot || report.snapshot_skipped.is_some() {
         "without snapshot"
     } else {
         "from snapshot"
     };
+    if let Some(reason) = &report.snapshot_skipped {
+        println!("note: {reason}");
+    }
     println!(
         "bootstrapped {}/{} {path} (snapshot {:?}: {} segments covered, {} through the compare path): {} keys, {} valid docs, {} queryable, in {:.3}s",
         report.table, report.partition, report.snapshot_version, report.covered_segments, report.uncovered_segments,

@@ -130,6 +130,25 @@ fn compaction_keeps_exactly_the_valid_rows() {
         1,
         "one prebuild per partition, deduplicated: {queued:?}"
     );
+    // Until it runs, a restarting server loads correctly without the stale snapshot.
+    let stale_dir = env.path("stale");
+    let out = env.ok(&[
+        "bootstrap",
+        "--table",
+        "orders",
+        "--partition",
+        "0",
+        "--dir",
+        stale_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("no longer online") && out.contains("without snapshot"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{} valid docs", before.len())),
+        "{out}"
+    );
     prebuild(&env, 0);
     let after = valid_rows(&env, "after.jsonl");
     assert_eq!(

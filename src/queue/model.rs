@@ -1,0 +1,154 @@
+//! The queue's data: job states, jobs to submit, claimed jobs, rows as listed, outcomes, errors.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Available,
+    Scheduled,
+    Running,
+    Retryable,
+    Completed,
+    Discarded,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Available => "available",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Retryable => "retryable",
+            JobState::Completed => "completed",
+            JobState::Discarded => "discarded",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobState> {
+        Some(match text {
+            "available" => JobState::Available,
+            "scheduled" => JobState::Scheduled,
+            "running" => JobState::Running,
+            "retryable" => JobState::Retryable,
+            "completed" => JobState::Completed,
+            "discarded" => JobState::Discarded,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Discarded | JobState::Cancelled
+        )
+    }
+}
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub args: Value,
+    pub queue: String,
+    /// Higher runs first.
+    pub priority: i16,
+    pub max_attempts: i32,
+    /// Not before this time; `None` is now.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// At most one unfinished job per key.
+    pub unique_key: Option<String>,
+}
+
+impl NewJob {
+    pub fn new(kind: impl Into<String>, args: Value) -> NewJob {
+        NewJob {
+            kind: kind.into(),
+            args,
+            queue: "default".into(),
+            priority: 0,
+            max_attempts: 5,
+            scheduled_at: None,
+            unique_key: None,
+        }
+    }
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "id", rename_all = "lowercase")]
+pub enum Submitted {
+    New(i64),
+    /// An unfinished job already held the unique key; this is its id.
+    Existing(i64),
+}
+
+impl Submitted {
+    pub fn id(self) -> i64 {
+        match self {
+            Submitted::New(id) | Submitted::Existing(id) => id,
+        }
+    }
+}
+
+/// A job claimed by a worker: what it needs to run it and to fence its result.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub kind: String,
+    pub args: Value,
+    pub queue: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub scheduled_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+}
+
+/// A job row as shown by `job ls` / `job show`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: i64,
+    pub kind: String,
+    pub args: Value,
+    pub queue: String,
+    pub priority: i16,
+    pub state: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub scheduled_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub attempted_by: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub errors: Value,
+    pub output: Option<Value>,
+    pub unique_key: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The job had not started; it is cancelled.
+    Cancelled,
+    /// The job runs; its worker was told to stop, and it will end cancelled.
+    Requested,
+    /// The job had already finished, or does not exist.
+    NotCancellable,
+}
+
+/// Errors from the queue that callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("job {0} does not exist (it may have been pruned)")]
+    NotFound(i64),
+    #[error("queue query failed: {0}")]
+    Database(#[from] sqlx::Error),
+}

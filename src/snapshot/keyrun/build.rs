@@ -1,0 +1,158 @@
+//! Building a segment's key run: reading its key, comparison and delete columns, and sorting
+//! with bounded memory (sorted chunks spilled to local disk, then merged).
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, ArrayRef, AsArray};
+
+use super::{MergedRuns, RunEntry, RunError, RunHeader, RunReader, RunWriter};
+use crate::keys::{encode_key_into, metadata_key};
+use crate::segment::SegmentFile;
+use crate::snapshot::record::sortable_values;
+use crate::table::{PrimaryKeyHash, TableConfig};
+
+/// Calls `visit(metadata key, sortable comparison, docId, deleted)` for every row of a local
+/// segment file in docId order, reading only the key, comparison and delete columns.
+pub fn scan_keys(
+    segment: &Path,
+    table: &TableConfig,
+    mut visit: impl FnMut(&[u8], u64, u32, bool) -> Result<(), RunError>,
+) -> Result<u64, RunError> {
+    let file = SegmentFile::open(segment, table)?;
+    let mut columns: Vec<&str> = table.primary_key.iter().map(String::as_str).collect();
+    columns.push(&table.comparison);
+    if let Some(delete) = &table.delete_column {
+        columns.push(delete);
+    }
+    let key_count = table.primary_key.len();
+    // Projected batches come back in file column order; find each needed column by name.
+    let file_schema = file.metadata().file_metadata().schema_descr_ptr();
+    let position_in_file = |name: &str| {
+        (0..file_schema.num_columns())
+            .find(|&i| file_schema.column(i).name() == name)
+            .expect("schema checked by SegmentFile::open")
+    };
+    let mut in_file: Vec<usize> = columns.iter().map(|name| position_in_file(name)).collect();
+    in_file.sort_unstable();
+    let order: Vec<usize> = columns
+        .iter()
+        .map(|name| {
+            in_file
+                .iter()
+                .position(|&i| i == position_in_file(name))
+                .expect("present")
+        })
+        .collect();
+
+    let mut doc_id: u32 = 0;
+    let mut encoded = Vec::with_capacity(64);
+    let mut key = Vec::with_capacity(64);
+    for batch in file.read(Some(&columns), 8192)? {
+        let batch = batch?;
+        let key_columns: Vec<ArrayRef> = order[..key_count]
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        let comparisons = sortable_values(batch.column(order[key_count]).as_ref());
+        let deletes = table
+            .delete_column
+            .as_ref()
+            .map(|_| batch.column(order[key_count + 1]).as_boolean().clone());
+        for (row, &comparison) in comparisons.iter().enumerate() {
+            encode_key_into(&key_columns, row, &mut encoded);
+            metadata_key(&encoded, table.primary_key_hash, &mut key);
+            let deleted = deletes
+                .as_ref()
+                .is_some_and(|d| d.is_valid(row) && d.value(row));
+            visit(&key, comparison, doc_id, deleted)?;
+            doc_id = doc_id.checked_add(1).ok_or_else(|| RunError::Corrupt {
+                path: segment.display().to_string(),
+                message: "more than 4 billion rows in one segment".into(),
+            })?;
+        }
+    }
+    Ok(doc_id as u64)
+}
+
+/// Builds the sorted key run of a local segment file into `out`, spilling sorted chunks of at
+/// most `max_entries_in_memory` entries to `workdir`.
+pub fn build_run(
+    segment: &Path,
+    segment_checksum: &str,
+    table: &TableConfig,
+    out: &Path,
+    workdir: &Path,
+    max_entries_in_memory: usize,
+) -> Result<RunHeader, RunError> {
+    let limit = max_entries_in_memory.max(1);
+    let hashed = table.primary_key_hash == PrimaryKeyHash::Xxh3_128;
+    let mut chunk: Vec<RunEntry> = Vec::with_capacity(limit.min(1 << 20));
+    let mut spills: Vec<PathBuf> = Vec::new();
+    let mut max_comparison: Option<u64> = None;
+    let entries = scan_keys(segment, table, |key, comparison, doc_id, deleted| {
+        max_comparison = Some(max_comparison.map_or(comparison, |m| m.max(comparison)));
+        chunk.push(RunEntry::new(key, comparison, doc_id, deleted, hashed));
+        if chunk.len() >= limit {
+            spills.push(spill(&mut chunk, table, workdir, spills.len())?);
+        }
+        Ok(())
+    })?;
+    let header = RunHeader {
+        format: 1,
+        primary_key_hash: table.primary_key_hash,
+        segment_checksum: segment_checksum.to_string(),
+        entries,
+        max_comparison,
+    };
+    if spills.is_empty() {
+        chunk.sort_unstable();
+        let mut writer = RunWriter::create(out, &header)?;
+        for entry in &chunk {
+            writer.write(entry)?;
+        }
+        writer.finish()?;
+        return Ok(header);
+    }
+    if !chunk.is_empty() {
+        spills.push(spill(&mut chunk, table, workdir, spills.len())?);
+    }
+    drop(chunk);
+    let readers = spills
+        .iter()
+        .map(|p| RunReader::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut writer = RunWriter::create(out, &header)?;
+    let mut merged = MergedRuns::new(readers)?;
+    while let Some((_, entry)) = merged.next_entry()? {
+        writer.write(&entry)?;
+    }
+    writer.finish()?;
+    for path in spills {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(header)
+}
+
+fn spill(
+    chunk: &mut Vec<RunEntry>,
+    table: &TableConfig,
+    workdir: &Path,
+    index: usize,
+) -> Result<PathBuf, RunError> {
+    chunk.sort_unstable();
+    let path = workdir.join(format!("spill-{index}-{:08x}.run", rand::random::<u32>()));
+    let header = RunHeader {
+        format: 1,
+        primary_key_hash: table.primary_key_hash,
+        segment_checksum: String::new(),
+        entries: chunk.len() as u64,
+        max_comparison: None,
+    };
+    let mut writer = RunWriter::create(&path, &header)?;
+    for entry in chunk.iter() {
+        writer.write(entry)?;
+    }
+    writer.finish()?;
+    chunk.clear();
+    Ok(path)
+}

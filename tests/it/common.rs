@@ -269,6 +269,34 @@ impl TestEnv {
             .expect("minion starts")
     }
 
+    /// Runs `minion ARGS` (which prints JSON), asserts success, parses stdout.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> T {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    /// Every valid row of `orders` partition 0 from `minion scan --valid-only`, as sorted JSON
+    /// lines (written to `name` in the work directory).
+    pub fn valid_rows(&self, name: &str) -> Vec<String> {
+        let path = self.path(name);
+        self.ok(&[
+            "scan",
+            "--table",
+            "orders",
+            "--partition",
+            "0",
+            "--valid-only",
+            "--output",
+            path.to_str().unwrap(),
+        ]);
+        let mut rows: Vec<String> = std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        rows.sort();
+        rows
+    }
+
     /// Downloads object `key` of this world's store to `local`; callable from async tests (the
     /// download runs on its own thread and runtime).
     pub fn download(&self, key: &str, local: &Path) -> String {

@@ -25,76 +25,43 @@ fn setup() -> TestEnv {
     env
 }
 
-fn json_of<T: serde::de::DeserializeOwned>(env: &TestEnv, args: &[&str]) -> T {
-    serde_json::from_str(&env.ok(args)).unwrap()
-}
-
 fn prebuild(env: &TestEnv, partition: u32) -> Value {
-    json_of(
-        env,
-        &[
-            "run",
-            "prebuild",
-            &json!({"table": "orders", "partition": partition}).to_string(),
-        ],
-    )
+    env.json(&[
+        "run",
+        "prebuild",
+        &json!({"table": "orders", "partition": partition}).to_string(),
+    ])
 }
 
 fn compact(env: &TestEnv, segment_id: i64) -> Value {
-    json_of(
-        env,
-        &[
-            "run",
-            "compact",
-            &json!({"table": "orders", "segment_id": segment_id}).to_string(),
-        ],
-    )
+    env.json(&[
+        "run",
+        "compact",
+        &json!({"table": "orders", "segment_id": segment_id}).to_string(),
+    ])
 }
 
 fn online(env: &TestEnv, partition: u32) -> Vec<Value> {
-    json_of(
-        env,
-        &[
-            "segment",
-            "ls",
-            "--table",
-            "orders",
-            "--partition",
-            &partition.to_string(),
-            "--state",
-            "online",
-            "--json",
-        ],
-    )
-}
-
-/// Every valid row of partition 0, as sorted JSON lines.
-fn valid_rows(env: &TestEnv, name: &str) -> Vec<String> {
-    let path = env.path(name);
-    env.ok(&[
-        "scan",
+    env.json(&[
+        "segment",
+        "ls",
         "--table",
         "orders",
         "--partition",
-        "0",
-        "--valid-only",
-        "--output",
-        path.to_str().unwrap(),
-    ]);
-    let mut rows: Vec<String> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    rows.sort();
-    rows
+        &partition.to_string(),
+        "--state",
+        "online",
+        "--json",
+    ])
 }
+
+/// Every valid row of partition 0, as sorted JSON lines.
 
 #[test]
 fn compaction_keeps_exactly_the_valid_rows() {
     let env = setup();
     prebuild(&env, 0);
-    let before = valid_rows(&env, "before.jsonl");
+    let before = env.valid_rows("before.jsonl");
     let segments = online(&env, 0);
     let rows_before: i64 = segments
         .iter()
@@ -124,7 +91,7 @@ fn compaction_keeps_exactly_the_valid_rows() {
     }
     assert!(compacted > 0);
     // The snapshot no longer covers the new segments: a prebuild was queued by each swap.
-    let queued: Vec<Value> = json_of(&env, &["job", "ls", "--kind", "prebuild", "--json"]);
+    let queued: Vec<Value> = env.json(&["job", "ls", "--kind", "prebuild", "--json"]);
     assert_eq!(
         queued.len(),
         1,
@@ -150,7 +117,7 @@ fn compaction_keeps_exactly_the_valid_rows() {
         "{out}"
     );
     prebuild(&env, 0);
-    let after = valid_rows(&env, "after.jsonl");
+    let after = env.valid_rows("after.jsonl");
     assert_eq!(
         before, after,
         "exactly the same valid rows before and after compaction"
@@ -198,18 +165,15 @@ fn racing_compactions_of_one_segment_have_one_winner() {
     for mut racer in racers {
         assert!(racer.wait().unwrap().success());
     }
-    let all: Vec<Value> = json_of(
-        &env,
-        &[
-            "segment",
-            "ls",
-            "--table",
-            "orders",
-            "--partition",
-            "1",
-            "--json",
-        ],
-    );
+    let all: Vec<Value> = env.json(&[
+        "segment",
+        "ls",
+        "--table",
+        "orders",
+        "--partition",
+        "1",
+        "--json",
+    ]);
     let successors: Vec<&Value> = all
         .iter()
         .filter(|s| s["replaces"] == json!([segment]))
@@ -232,7 +196,7 @@ fn compaction_needs_a_covering_snapshot_and_refuses_bad_input() {
         report["outcome"], "not_covered",
         "no snapshot yet: {report}"
     );
-    let queued: Vec<Value> = json_of(&env, &["job", "ls", "--kind", "prebuild", "--json"]);
+    let queued: Vec<Value> = env.json(&["job", "ls", "--kind", "prebuild", "--json"]);
     assert_eq!(queued.len(), 1, "a prebuild was queued for it");
 
     prebuild(&env, 2);

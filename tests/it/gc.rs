@@ -7,12 +7,8 @@ use serde_json::{json, Value};
 
 use crate::common::{StoreKind, TestEnv};
 
-fn json_of<T: serde::de::DeserializeOwned>(env: &TestEnv, args: &[&str]) -> T {
-    serde_json::from_str(&env.ok(args)).unwrap()
-}
-
 fn run(env: &TestEnv, kind: &str, args: Value) -> Value {
-    json_of(env, &["run", kind, &args.to_string()])
+    env.json(&["run", kind, &args.to_string()])
 }
 
 fn setup() -> TestEnv {
@@ -52,46 +48,22 @@ fn objects(env: &TestEnv) -> BTreeSet<String> {
     found
 }
 
-fn valid_rows(env: &TestEnv, name: &str) -> Vec<String> {
-    let path = env.path(name);
-    env.ok(&[
-        "scan",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--valid-only",
-        "--output",
-        path.to_str().unwrap(),
-    ]);
-    let mut rows: Vec<String> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    rows.sort();
-    rows
-}
-
 #[test]
 fn gc_collects_replaced_segments_and_superseded_snapshots() {
     let env = setup();
     run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
-    let before = valid_rows(&env, "before.jsonl");
-    let segments: Vec<Value> = json_of(
-        &env,
-        &[
-            "segment",
-            "ls",
-            "--table",
-            "orders",
-            "--partition",
-            "0",
-            "--state",
-            "online",
-            "--json",
-        ],
-    );
+    let before = env.valid_rows("before.jsonl");
+    let segments: Vec<Value> = env.json(&[
+        "segment",
+        "ls",
+        "--table",
+        "orders",
+        "--partition",
+        "0",
+        "--state",
+        "online",
+        "--json",
+    ]);
     for segment in &segments {
         run(
             &env,
@@ -111,12 +83,12 @@ fn gc_collects_replaced_segments_and_superseded_snapshots() {
     );
 
     // Nothing is left but what the catalog references.
-    let all: Vec<Value> = json_of(&env, &["segment", "ls", "--table", "orders", "--json"]);
+    let all: Vec<Value> = env.json(&["segment", "ls", "--table", "orders", "--json"]);
     assert!(
         all.iter().all(|s| s["state"] == "online"),
         "retired rows are gone"
     );
-    let snapshots: Vec<Value> = json_of(&env, &["snapshot", "ls", "--table", "orders", "--json"]);
+    let snapshots: Vec<Value> = env.json(&["snapshot", "ls", "--table", "orders", "--json"]);
     assert_eq!(snapshots.len(), 1);
     let snapshot_dir = snapshots[0]["manifest_key"]
         .as_str()
@@ -136,7 +108,7 @@ fn gc_collects_replaced_segments_and_superseded_snapshots() {
         );
     }
     // And the table is exactly as it was.
-    assert_eq!(valid_rows(&env, "after.jsonl"), before);
+    assert_eq!(env.valid_rows("after.jsonl"), before);
     assert!(env
         .ok(&["verify", "--table", "orders"])
         .contains("partition 0: snapshot 2 matches"));
@@ -146,20 +118,17 @@ fn gc_collects_replaced_segments_and_superseded_snapshots() {
 fn gc_keeps_what_a_retained_snapshot_covers_and_young_orphans() {
     let env = setup();
     run(&env, "prebuild", json!({"table": "orders", "partition": 1}));
-    let segment: Vec<Value> = json_of(
-        &env,
-        &[
-            "segment",
-            "ls",
-            "--table",
-            "orders",
-            "--partition",
-            "1",
-            "--state",
-            "online",
-            "--json",
-        ],
-    );
+    let segment: Vec<Value> = env.json(&[
+        "segment",
+        "ls",
+        "--table",
+        "orders",
+        "--partition",
+        "1",
+        "--state",
+        "online",
+        "--json",
+    ]);
     let first = &segment[0];
     let report = run(
         &env,

@@ -26,12 +26,15 @@ pub struct GcReport {
     pub objects_deleted: u64,
     /// Unknown objects younger than the grace period, left for a later run.
     pub orphans_too_young: u64,
+    /// Sequence reservations of ingests that never registered (crashed), now expired.
+    pub reservations_expired: u64,
 }
 
 pub async fn gc(
     services: &Services,
     table_name: &str,
     grace: Duration,
+    reservation_ttl: Duration,
 ) -> anyhow::Result<GcReport> {
     let catalog = &services.catalog;
     let store = &services.store;
@@ -42,6 +45,9 @@ pub async fn gc(
         ..GcReport::default()
     };
 
+    report.reservations_expired = catalog
+        .expire_reservations(table_name, reservation_ttl.as_secs_f64())
+        .await?;
     let (retained, superseded) = catalog.snapshots_by_retention(table_name, cutoff).await?;
     let covered: HashSet<i64> = retained
         .iter()
@@ -50,6 +56,7 @@ pub async fn gc(
     for snapshot in &superseded {
         let prefix = snapshot_dir(&snapshot.manifest_key);
         report.objects_deleted += delete_prefix(store, &prefix).await?;
+        crate::faults::pause_point("gc:after_snapshot_objects").await;
         if catalog
             .delete_snapshot(table_name, snapshot.partition, snapshot.version)
             .await?
@@ -65,6 +72,7 @@ pub async fn gc(
         store.delete(&segment.object_key).await?;
         store.delete(&run).await?;
         report.objects_deleted += 2;
+        crate::faults::pause_point("gc:after_segment_objects").await;
         if catalog.delete_retired_segment(segment.id).await? {
             report.segments_collected += 1;
         }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod compaction;
 pub mod config;
 pub mod devdb;
+pub mod faults;
 pub mod gc;
 pub mod ingest;
 pub mod keys;

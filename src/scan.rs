@@ -1,6 +1,8 @@
 //! `minion scan`: the rows a query would see (queryable) or every valid row including winning
 //! tombstones, from the newest snapshot plus the segments it does not cover, as JSON Lines or
-//! Parquet.
+//! Parquet. With a pinned snapshot version it reads exactly what that snapshot covers, as a
+//! server that loaded it would, whatever compaction, merge and GC did since (invariant 6): every
+//! segment is checked against the manifest's checksum before its bitmap is applied.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -9,10 +11,14 @@ use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use parquet::arrow::ArrowWriter;
 
-use crate::catalog::{Catalog, SegmentState};
-use crate::loader::{bootstrap, BootstrapOptions};
+use roaring::RoaringBitmap;
+
+use crate::catalog::Catalog;
+use crate::loader::{bootstrap, parse_bitmap, BootstrapOptions};
 use crate::segment::SegmentFile;
-use crate::storage::Store;
+use crate::snapshot::Manifest;
+use crate::storage::{layout, sha256_hex, Store};
+use crate::table::TableConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScanFormat {
@@ -40,6 +46,8 @@ pub struct ScanRequest<'a> {
     pub rows: ScanRows,
     pub format: ScanFormat,
     pub output: &'a Path,
+    /// Read this snapshot version only (one partition).
+    pub snapshot: Option<i64>,
 }
 
 /// Writes the selected rows to the request's output; returns the row count.
@@ -55,6 +63,7 @@ pub async fn scan(
         rows,
         format,
         output,
+        snapshot,
     } = request;
     let table = catalog.table(table_name).await?;
     let file = File::create(output)
@@ -68,18 +77,27 @@ pub async fn scan(
         }
     };
     let mut written = 0u64;
+    if let Some(version) = snapshot {
+        let [partition] = partitions else {
+            anyhow::bail!("a pinned snapshot is one partition's; pass --partition with --snapshot");
+        };
+        written = scan_pinned(
+            catalog, store, &table, *partition, version, rows, &mut sink, options,
+        )
+        .await?;
+        return finish(sink, written);
+    }
     for &partition in partitions {
         let work = tempfile::Builder::new()
             .prefix("minion-scan-")
             .tempdir_in(&options.staging_dir)?;
         let db_dir: PathBuf = work.path().join("db");
         let loaded = bootstrap(catalog, store, table_name, partition, &db_dir, options).await?;
-        let online = catalog
-            .segments(table_name, Some(partition), Some(SegmentState::Online))
-            .await?;
-        for segment in online {
-            let Some(bitmaps) = loaded.bitmaps.get(&segment.id) else {
-                continue;
+        // Exactly the segments bootstrap loaded, even if one was replaced since: listing online
+        // segments again could miss both sides of a swap that happened in between.
+        for (&segment_id, bitmaps) in &loaded.bitmaps {
+            let Some(segment) = catalog.segment(segment_id).await? else {
+                anyhow::bail!("segment {segment_id} was collected while being scanned; scan again");
             };
             let selected = match rows {
                 ScanRows::Queryable => &bitmaps.queryable,
@@ -90,27 +108,101 @@ pub async fn scan(
             }
             let local = work.path().join(format!("{}.parquet", segment.id));
             store.download_to(&segment.object_key, &local).await?;
-            let reader = SegmentFile::open(&local, &table)?;
-            let mut doc_id = 0u32;
-            for batch in reader.read(None, 8192)? {
-                let batch = batch?;
-                let mask: BooleanArray = (0..batch.num_rows() as u32)
-                    .map(|i| Some(selected.contains(doc_id + i)))
-                    .collect();
-                doc_id += batch.num_rows() as u32;
-                let kept = filter_record_batch(&batch, &mask)?;
-                written += kept.num_rows() as u64;
-                match &mut sink {
-                    Sink::Jsonl(writer) => writer.write(&kept)?,
-                    Sink::Parquet(writer) => writer.write(&kept)?,
-                }
-            }
+            written += write_selected(&mut sink, &table, &local, selected)?;
         }
     }
+    finish(sink, written)
+}
+
+fn finish(sink: Sink, written: u64) -> anyhow::Result<u64> {
     match sink {
         Sink::Jsonl(mut writer) => writer.finish()?,
         Sink::Parquet(writer) => {
             writer.close()?;
+        }
+    }
+    Ok(written)
+}
+
+/// The rows of one snapshot version exactly as it covers them.
+#[allow(clippy::too_many_arguments)]
+async fn scan_pinned(
+    catalog: &Catalog,
+    store: &Store,
+    table: &TableConfig,
+    partition: u32,
+    version: i64,
+    rows: ScanRows,
+    sink: &mut Sink,
+    options: &BootstrapOptions,
+) -> anyhow::Result<u64> {
+    let Some(row) = catalog.snapshot(&table.name, partition, version).await? else {
+        anyhow::bail!(
+            "{} partition {partition} has no snapshot {version} (collected by gc, or never published); see `minion snapshot ls`",
+            table.name
+        );
+    };
+    let bytes = store.get(&row.manifest_key).await?;
+    anyhow::ensure!(
+        sha256_hex(&bytes) == row.manifest_checksum,
+        "manifest {} does not match its checksum in the catalog",
+        row.manifest_key
+    );
+    let manifest = Manifest::parse(&row.manifest_key, &bytes)?;
+    let work = tempfile::Builder::new()
+        .prefix("minion-scan-")
+        .tempdir_in(&options.staging_dir)?;
+    let mut written = 0u64;
+    for entry in &manifest.segments {
+        let file = match rows {
+            ScanRows::Queryable => &entry.queryable,
+            ScanRows::Valid => &entry.valid,
+        };
+        let bitmap_bytes = store.get(&file.key).await?;
+        anyhow::ensure!(
+            sha256_hex(&bitmap_bytes) == file.checksum,
+            "bitmap {} does not match its checksum in manifest {version}",
+            file.key
+        );
+        let selected = parse_bitmap(&file.key, &bitmap_bytes, entry.rows)?;
+        if selected.is_empty() {
+            continue;
+        }
+        let key = layout::segment_key(&table.name, partition, &entry.name);
+        let local = work.path().join(format!("{}.parquet", entry.id));
+        let checksum = store.download_to(&key, &local).await?;
+        anyhow::ensure!(
+            checksum == entry.checksum,
+            "segment {} has checksum {checksum}, but snapshot {version} covers checksum {}",
+            entry.name,
+            entry.checksum
+        );
+        written += write_selected(sink, table, &local, &selected)?;
+    }
+    Ok(written)
+}
+
+/// Appends the rows of a local segment file whose docIds are in `selected`.
+fn write_selected(
+    sink: &mut Sink,
+    table: &TableConfig,
+    local: &Path,
+    selected: &RoaringBitmap,
+) -> anyhow::Result<u64> {
+    let reader = SegmentFile::open(local, table)?;
+    let mut doc_id = 0u32;
+    let mut written = 0u64;
+    for batch in reader.read(None, 8192)? {
+        let batch = batch?;
+        let mask: BooleanArray = (0..batch.num_rows() as u32)
+            .map(|i| Some(selected.contains(doc_id + i)))
+            .collect();
+        doc_id += batch.num_rows() as u32;
+        let kept = filter_record_batch(&batch, &mask)?;
+        written += kept.num_rows() as u64;
+        match sink {
+            Sink::Jsonl(writer) => writer.write(&kept)?,
+            Sink::Parquet(writer) => writer.write(&kept)?,
         }
     }
     Ok(written)

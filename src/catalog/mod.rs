@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-pub use replace::ReplaceOutcome;
+pub use replace::{ReplaceOutcome, SequenceGuard};
 pub use segments::{NewSegment, SegmentRow, SegmentState};
 pub use snapshots::{NewSnapshot, PublishOutcome, SnapshotRow};
 
@@ -40,6 +40,12 @@ pub enum CatalogError {
     },
     #[error("catalog query failed: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("sequence {sequence} of {table} partition {partition} is no longer reserved (the ingest outlived its reservation and GC expired it); nothing was registered, run the ingest again")]
+    ReservationExpired {
+        table: String,
+        partition: u32,
+        sequence: i64,
+    },
     #[error("stored table `{name}` cannot be decoded: {message}")]
     Corrupt { name: String, message: String },
 }

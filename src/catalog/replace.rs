@@ -13,6 +13,29 @@ const RETIRE_INPUTS: &str =
     "UPDATE segments SET state = $2, state_changed_at = now() WHERE id = ANY($1)";
 const LINK_INPUTS: &str = "UPDATE segments SET replaced_by = $2 WHERE id = ANY($1)";
 const SET_LINEAGE: &str = "UPDATE segments SET replaces = $2 WHERE id = $1";
+/// A sequence strictly inside (low, high) held by an online segment that is neither an input nor
+/// covered by the snapshot the merge used, or reserved by an ingest not yet registered. One
+/// statement, so a registration committing meanwhile is seen either as reservation or segment.
+const SEQUENCE_IN_GAP: &str = "SELECT sequence FROM segments \
+     WHERE table_name = $1 AND partition_id = $2 AND state = 'online' \
+       AND sequence > $3 AND sequence < $4 AND NOT (id = ANY($5)) AND NOT (id = ANY($6)) \
+     UNION ALL \
+     SELECT sequence FROM sequence_reservations \
+     WHERE table_name = $1 AND partition_id = $2 AND sequence > $3 AND sequence < $4 \
+     LIMIT 1";
+
+/// What a merge needs to hold for its output sequence to keep every tie-break (see
+/// `compaction::merge`): no sequence inside (low, high) may belong to a segment outside the
+/// inputs that the snapshot did not cover, now or later.
+#[derive(Debug, Clone)]
+pub struct SequenceGuard {
+    pub table: String,
+    pub partition: u32,
+    pub low: i64,
+    pub high: i64,
+    /// Segments covered by the snapshot whose bitmaps drove the merge.
+    pub covered: Vec<i64>,
+}
 
 /// Which precondition of a replacement held or failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,17 +48,23 @@ pub enum ReplaceOutcome {
         segment_id: i64,
         state: Option<String>,
     },
+    /// The sequence guard failed: `sequence` lies inside the inputs' range but belongs to an
+    /// uncovered segment or an unregistered ingest. Nothing was changed.
+    SequenceGap { sequence: i64 },
 }
 
 impl Catalog {
-    /// Retires `inputs` (id, expected checksum) and registers `outputs` online, in one
+    /// Retires `inputs` (id, expected checksum) and registers `outputs` online (each with the
+    /// inputs its rows came from, for lineage), in one
     /// transaction, only if every input is still online with its expected checksum. Inputs become
     /// `replaced` (with lineage both ways) or, without outputs, `dropped`. `follow_up` (typically
-    /// the partition's prebuild) is enqueued in the same transaction.
+    /// the partition's prebuild) is enqueued in the same transaction. With a `guard`, also only if
+    /// no foreign sequence lies inside the guarded range.
     pub async fn replace_segments(
         &self,
         inputs: &[(i64, String)],
-        outputs: &[NewSegment],
+        outputs: &[(NewSegment, Vec<i64>)],
+        guard: Option<&SequenceGuard>,
         follow_up: Option<&NewJob>,
     ) -> Result<ReplaceOutcome, CatalogError> {
         debug_assert!(!inputs.is_empty());
@@ -57,6 +86,20 @@ impl Catalog {
                 });
             }
         }
+        if let Some(guard) = guard {
+            let foreign: Option<(i64,)> = sqlx::query_as(SEQUENCE_IN_GAP)
+                .bind(&guard.table)
+                .bind(guard.partition as i32)
+                .bind(guard.low)
+                .bind(guard.high)
+                .bind(&ids)
+                .bind(&guard.covered)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some((sequence,)) = foreign {
+                return Ok(ReplaceOutcome::SequenceGap { sequence });
+            }
+        }
         // Retire first: outputs may reuse an input's sequence, unique among online segments.
         let retired_state = if outputs.is_empty() {
             "dropped"
@@ -69,21 +112,20 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         let mut output_ids = Vec::with_capacity(outputs.len());
-        for output in outputs {
+        for (output, sources) in outputs {
+            debug_assert!(sources.iter().all(|source| ids.contains(source)));
             let id = insert_segment(&mut tx, output).await?;
             sqlx::query(SET_LINEAGE)
                 .bind(id)
-                .bind(&ids)
+                .bind(sources)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(LINK_INPUTS)
+                .bind(sources)
+                .bind(id)
                 .execute(&mut *tx)
                 .await?;
             output_ids.push(id);
-        }
-        if let Some(&first) = output_ids.first() {
-            sqlx::query(LINK_INPUTS)
-                .bind(&ids)
-                .bind(first)
-                .execute(&mut *tx)
-                .await?;
         }
         if let Some(job) = follow_up {
             Queue::submit_in(&mut tx, job)

@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Queue(QueueBenchArgs),
     /// Prebuild speed and memory against DuckDB, and bootstrap with vs without the snapshot.
     Prebuild(super::bench_prebuild::PrebuildBenchArgs),
+    /// Compaction throughput against DuckDB rewriting the same segments, and copy-through.
+    Compact(super::bench_compact::CompactBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +53,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
     match command {
         BenchCommand::Queue(args) => queue_bench(context, args).await,
         BenchCommand::Prebuild(args) => super::bench_prebuild::run(context, args).await,
+        BenchCommand::Compact(args) => super::bench_compact::run(context, args).await,
     }
 }
 

@@ -41,32 +41,8 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
         "bench prebuild needs a local-directory store (the DuckDB baseline reads the same files)"
     );
     let catalog = context.catalog().await?;
-    let name = format!("bench_{:08x}", rand::random::<u32>());
-    let text = include_str!("../../examples/tables/orders.toml")
-        .replace("name = \"orders\"", &format!("name = \"{name}\""))
-        .replace("partitions = 4", "partitions = 1");
-    let table = TableConfig::from_toml(&text, "bench table")?;
-    catalog.create_table(&table).await?;
-    println!(
-        "bench prebuild: table {name}, {} rows over {} keys",
-        args.rows, args.keys
-    );
-    let ingest_args = IngestArgs {
-        table: name.clone(),
-        input: None,
-        format: None,
-        generate: Some(args.rows),
-        keys: args.keys,
-        seed: 11,
-        zipf: 0.0,
-        out_of_order_ratio: 0.05,
-        delete_ratio: 0.02,
-        start_time_ms: 1_700_000_000_000,
-        segment_rows: args.segment_rows,
-        row_group_rows: 131_072,
-        json: false,
-    };
-    ingest_with(context, &ingest_args).await?;
+    println!("bench prebuild: {} rows over {} keys", args.rows, args.keys);
+    let (name, _table) = bench_table(context, args.rows, args.keys, args.segment_rows).await?;
 
     // Prebuild from scratch in a child process, so its peak RSS is its own.
     let exe = std::env::current_exe()?;
@@ -183,6 +159,41 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
     std::fs::write(&args.output, serde_json::to_string_pretty(&figures)?)?;
     println!("figures written to {}", args.output.display());
     Ok(())
+}
+
+/// Creates a one-partition copy of the example `orders` table under a fresh name and ingests a
+/// generated stream of `rows` over `keys` uniform keys into it; shared by the benchmarks.
+pub(super) async fn bench_table(
+    context: &Context,
+    rows: u64,
+    keys: u64,
+    segment_rows: usize,
+) -> anyhow::Result<(String, TableConfig)> {
+    let catalog = context.catalog().await?;
+    let name = format!("bench_{:08x}", rand::random::<u32>());
+    let text = include_str!("../../examples/tables/orders.toml")
+        .replace("name = \"orders\"", &format!("name = \"{name}\""))
+        .replace("partitions = 4", "partitions = 1");
+    let table = TableConfig::from_toml(&text, "bench table")?;
+    catalog.create_table(&table).await?;
+    println!("table {name}");
+    let ingest_args = IngestArgs {
+        table: name.clone(),
+        input: None,
+        format: None,
+        generate: Some(rows),
+        keys,
+        seed: 11,
+        zipf: 0.0,
+        out_of_order_ratio: 0.05,
+        delete_ratio: 0.02,
+        start_time_ms: 1_700_000_000_000,
+        segment_rows,
+        row_group_rows: 131_072,
+        json: false,
+    };
+    ingest_with(context, &ingest_args).await?;
+    Ok((name, table))
 }
 
 /// Waits for `child` and returns (exit code, peak RSS in KiB).

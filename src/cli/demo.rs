@@ -1,6 +1,8 @@
 //! `minion demo`: the pipeline end to end on the example `orders` table: create the table, ingest a
-//! generated upsert stream, prebuild every partition through the queue with a worker pool, and
-//! bootstrap a partition with and without its snapshot.
+//! generated upsert stream, prebuild every partition through the queue with a worker pool,
+//! bootstrap a partition with and without its snapshot, then plan and run compaction and merge
+//! through the queue, collect garbage and verify every partition, with rows and bytes before and
+//! after.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use crate::catalog::SegmentState;
 use crate::loader::{bootstrap, BootstrapOptions};
 use crate::queue::{JobState, NewJob};
 use crate::table::TableConfig;
-use crate::tasks::{prebuild, Registry};
+use crate::tasks::{prebuild, Registry, Services};
 use crate::worker::{Worker, WorkerOptions};
 
 const ORDERS_TOML: &str = include_str!("../../examples/tables/orders.toml");
@@ -34,11 +36,42 @@ pub struct DemoArgs {
     pub segment_rows: usize,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Rows of the second, small ingest.
+    #[arg(long, default_value_t = 20_000)]
+    pub update_rows: u64,
+    #[arg(long, default_value_t = 2_000)]
+    pub update_segment_rows: usize,
+}
+
+fn generated(
+    table: &TableConfig,
+    rows: u64,
+    keys: u64,
+    seed: u64,
+    segment_rows: usize,
+) -> IngestArgs {
+    IngestArgs {
+        table: table.name.clone(),
+        input: None,
+        format: None,
+        generate: Some(rows),
+        keys,
+        seed,
+        zipf: 0.99,
+        out_of_order_ratio: 0.05,
+        delete_ratio: 0.02,
+        start_time_ms: chrono::Utc::now().timestamp_millis(),
+        segment_rows,
+        row_group_rows: 16_384,
+        json: false,
+    }
 }
 
 pub async fn run(context: &Context, args: DemoArgs) -> anyhow::Result<()> {
     println!("== minion demo: store {}", context.settings.store);
-    let table = TableConfig::from_toml(ORDERS_TOML, "examples/tables/orders.toml")?;
+    let mut table = TableConfig::from_toml(ORDERS_TOML, "examples/tables/orders.toml")?;
+    // Demo-sized segments: merge what holds under 5,000 valid rows, compact the rest.
+    table.compaction.target_segment_rows = 10_000;
     // The demo sets up what it needs, on any database: migrating is idempotent.
     context.catalog_unmigrated().await?.migrate().await?;
     let catalog = context.catalog().await?;
@@ -53,29 +86,174 @@ pub async fn run(context: &Context, args: DemoArgs) -> anyhow::Result<()> {
         "2. ingesting a generated upsert stream: {} rows over {} keys",
         args.rows, args.keys
     );
-    let ingest_args = IngestArgs {
-        table: table.name.clone(),
-        input: None,
-        format: None,
-        generate: Some(args.rows),
-        keys: args.keys,
-        seed: args.seed,
-        zipf: 0.99,
-        out_of_order_ratio: 0.05,
-        delete_ratio: 0.02,
-        start_time_ms: chrono::Utc::now().timestamp_millis(),
-        segment_rows: args.segment_rows,
-        row_group_rows: 16_384,
-        json: false,
-    };
-    ingest_with(context, &ingest_args).await?;
+    ingest_with(
+        context,
+        &generated(&table, args.rows, args.keys, args.seed, args.segment_rows),
+    )
+    .await?;
+    println!(
+        "   then a late burst of {} updates in small segments of {} rows (merge material)",
+        args.update_rows, args.update_segment_rows
+    );
+    ingest_with(
+        context,
+        &generated(
+            &table,
+            args.update_rows,
+            args.keys,
+            args.seed + 1,
+            args.update_segment_rows,
+        ),
+    )
+    .await?;
     println!("3. online segments of `orders`:");
     let segments = catalog
         .segments(&table.name, None, Some(SegmentState::Online))
         .await?;
     print_segments(&segments);
     prebuild_through_the_queue(context, &table).await?;
-    bootstrap_both_ways(context, &table).await
+    bootstrap_both_ways(context, &table).await?;
+    compact_and_merge(context, &table).await
+}
+
+/// Steps 6 to 8: plan, compact and merge through the queue, collect garbage, verify.
+async fn compact_and_merge(context: &Context, table: &TableConfig) -> anyhow::Result<()> {
+    let services = context.services().await?;
+    let before = footprint(context, table).await?;
+    println!(
+        "6. compacting and merging through the queue: `plan` submits the jobs the [compaction] settings call for"
+    );
+    let plan_job = NewJob::new("plan", json!({"table": table.name}));
+    let plan_id = services.queue.submit(&plan_job).await?.id();
+    run_worker_until_idle(services.clone()).await?;
+    let plan = services.queue.get(plan_id).await?;
+    let output = plan.output.clone().unwrap_or_default();
+    println!(
+        "   plan: {} merge groups, {} compactions, {} prebuilds",
+        output["plan"]["merge"].as_array().map_or(0, Vec::len),
+        output["plan"]["compact"].as_array().map_or(0, Vec::len),
+        output["plan"]["prebuild"].as_array().map_or(0, Vec::len)
+    );
+    let jobs = services.queue.list(None, None, 100_000).await?;
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    for job in jobs.iter().filter(|job| job.id > plan_id) {
+        anyhow::ensure!(
+            job.state == "completed",
+            "{} job {} ended {}: {}",
+            job.kind,
+            job.id,
+            job.state,
+            job.errors
+        );
+        let outcome = job.output.as_ref().map_or(String::new(), |o| {
+            o["outcome"].as_str().unwrap_or("published").to_string()
+        });
+        *outcomes
+            .entry(format!("{} {}", job.kind, outcome))
+            .or_default() += 1;
+    }
+    for (what, count) in &outcomes {
+        println!("   {count:>3} x {what}");
+    }
+    println!("7. collecting garbage (grace 0: nothing else reads this demo table)");
+    let gc = crate::gc::gc(
+        &services,
+        &table.name,
+        Duration::ZERO,
+        Duration::from_secs(86400),
+    )
+    .await?;
+    println!(
+        "   {} segments and {} snapshots collected, {} objects deleted",
+        gc.segments_collected, gc.snapshots_collected, gc.objects_deleted
+    );
+    let after = footprint(context, table).await?;
+    println!(
+        "   online rows {} -> {} ({:.1}%), bytes {} -> {} ({:.1}%), segments {} -> {}",
+        before.rows,
+        after.rows,
+        100.0 * after.rows as f64 / before.rows.max(1) as f64,
+        before.bytes,
+        after.bytes,
+        100.0 * after.bytes as f64 / before.bytes.max(1) as f64,
+        before.segments,
+        after.segments
+    );
+    println!("8. verifying every partition from scratch against its newest snapshot:");
+    let catalog = context.catalog().await?;
+    let store = context.store()?;
+    for partition in 0..table.partitions {
+        let verdict = crate::snapshot::verify::verify_partition(
+            catalog,
+            &store,
+            &table.name,
+            partition,
+            &context.settings.prebuild,
+        )
+        .await?;
+        anyhow::ensure!(
+            verdict.differences.is_empty() && verdict.uncovered_segments == 0,
+            "partition {partition} differs from its snapshot: {verdict:?}"
+        );
+        println!(
+            "   partition {partition}: snapshot {} matches ({} segments, {} keys)",
+            verdict.snapshot_version.unwrap_or_default(),
+            verdict.segments,
+            verdict.keys_checked
+        );
+    }
+    Ok(())
+}
+
+struct Footprint {
+    segments: usize,
+    rows: u64,
+    bytes: u64,
+}
+
+async fn footprint(context: &Context, table: &TableConfig) -> anyhow::Result<Footprint> {
+    let online = context
+        .catalog()
+        .await?
+        .segments(&table.name, None, Some(SegmentState::Online))
+        .await?;
+    Ok(Footprint {
+        segments: online.len(),
+        rows: online.iter().map(|s| s.row_count as u64).sum(),
+        bytes: online.iter().map(|s| s.byte_size as u64).sum(),
+    })
+}
+
+/// Runs an in-process worker pool of 2 until no job is waiting or running.
+async fn run_worker_until_idle(services: Arc<Services>) -> anyhow::Result<()> {
+    let options = WorkerOptions {
+        concurrency: 2,
+        poll_interval: Duration::from_millis(200),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(services.clone(), Arc::new(Registry::standard()), options);
+    let shutdown = CancellationToken::new();
+    let running = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { worker.run(shutdown).await })
+    };
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let busy: i64 = services
+            .queue
+            .count_by_state()
+            .await?
+            .iter()
+            .filter(|(state, _)| JobState::parse(state).is_some_and(|state| !state.is_finished()))
+            .map(|(_, count)| count)
+            .sum();
+        if busy == 0 {
+            break;
+        }
+    }
+    shutdown.cancel();
+    running.await?;
+    Ok(())
 }
 
 /// Step 4: one prebuild job per partition, run by an in-process worker pool.
@@ -91,30 +269,11 @@ async fn prebuild_through_the_queue(context: &Context, table: &TableConfig) -> a
         job.unique_key = Some(prebuild::unique_key(&table.name, partition));
         job_ids.push(services.queue.submit(&job).await?.id());
     }
-    let options = WorkerOptions {
-        concurrency: 2,
-        poll_interval: Duration::from_millis(200),
-        ..WorkerOptions::default()
-    };
-    let worker = Worker::new(services.clone(), Arc::new(Registry::standard()), options);
-    let shutdown = CancellationToken::new();
-    let running = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { worker.run(shutdown).await })
-    };
+    run_worker_until_idle(services.clone()).await?;
     let mut finished = Vec::new();
-    while finished.len() < job_ids.len() {
-        finished.clear();
-        for id in &job_ids {
-            let job = services.queue.get(*id).await?;
-            if JobState::parse(&job.state).is_some_and(JobState::is_finished) {
-                finished.push(job);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for id in &job_ids {
+        finished.push(services.queue.get(*id).await?);
     }
-    shutdown.cancel();
-    running.await?;
     for job in &finished {
         let output = job.output.clone().unwrap_or_default();
         println!(

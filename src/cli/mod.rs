@@ -1,6 +1,7 @@
 //! The `minion` command line: parsing, and one module per command group.
 
 mod bench;
+mod bench_compact;
 mod bench_prebuild;
 mod context;
 mod demo;

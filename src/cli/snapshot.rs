@@ -77,6 +77,9 @@ pub struct ScanArgs {
     pub format: ScanFormat,
     #[arg(long)]
     pub output: PathBuf,
+    /// Read exactly this snapshot version of --partition, as a server that pinned it would.
+    #[arg(long = "snapshot", requires = "partition")]
+    pub snapshot_version: Option<i64>,
 }
 
 fn bootstrap_options(context: &Context, use_snapshot: bool) -> BootstrapOptions {
@@ -294,6 +297,7 @@ pub async fn run_scan(context: &Context, args: ScanArgs) -> anyhow::Result<()> {
         rows,
         format: args.format,
         output: &args.output,
+        snapshot: args.snapshot_version,
     };
     let written = scan(catalog, &store, request, &bootstrap_options(context, true)).await?;
     println!("wrote {written} rows to {}", args.output.display());

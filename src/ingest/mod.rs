@@ -131,13 +131,17 @@ pub async fn ingest(
     let mut written: Vec<NewSegment> = Vec::new();
     let mut tasks: JoinSet<anyhow::Result<NewSegment>> = JoinSet::new();
     let mut failure: Option<anyhow::Error> = None;
+    let mut reserved: Vec<(u32, i64)> = Vec::new();
     while let Some(cut) = cut_rx.recv().await {
         // Sequences are reserved in cut order, which is stream order within a partition.
         let sequence = match catalog
             .reserve_sequences(&table.name, cut.partition, 1)
             .await
         {
-            Ok(sequence) => sequence,
+            Ok(sequence) => {
+                reserved.push((cut.partition, sequence));
+                sequence
+            }
             Err(err) => {
                 failure = Some(err.into());
                 break;
@@ -179,14 +183,14 @@ pub async fn ingest(
     progress.finish_and_clear();
 
     if let Some(err) = failure {
-        discard_uploads(store, &written).await;
+        give_up(catalog, store, &table.name, &written, &reserved).await;
         return Err(err);
     }
     written.sort_by_key(|s| (s.partition, s.sequence));
     let segment_ids = match catalog.register_segments(&written).await {
         Ok(ids) => ids,
         Err(err) => {
-            discard_uploads(store, &written).await;
+            give_up(catalog, store, &table.name, &written, &reserved).await;
             return Err(err.into());
         }
     };
@@ -197,6 +201,21 @@ pub async fn ingest(
         segment_ids,
         segments: written,
     })
+}
+
+/// Undoes a failed ingest: its uploads are deleted and its sequence reservations released (a
+/// failure here is only logged: GC expires reservations and sweeps orphan objects anyway).
+async fn give_up(
+    catalog: &Catalog,
+    store: &Store,
+    table: &str,
+    written: &[NewSegment],
+    reserved: &[(u32, i64)],
+) {
+    discard_uploads(store, written).await;
+    if let Err(err) = catalog.release_sequences(table, reserved).await {
+        tracing::warn!(%table, error = %err, "could not release sequence reservations; GC will expire them");
+    }
 }
 
 async fn join_next(

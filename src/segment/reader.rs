@@ -98,6 +98,30 @@ impl SegmentFile {
         &self.builder_metadata
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All columns of row group `index` only, in batches.
+    pub fn read_row_group(
+        &self,
+        index: usize,
+        batch_rows: usize,
+    ) -> Result<BatchIter, SegmentError> {
+        let reader = Self::builder(&self.path)?
+            .with_row_groups(vec![index])
+            .with_batch_size(batch_rows.max(1))
+            .build()
+            .map_err(|source| SegmentError::Corrupt {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        Ok(BatchIter {
+            path: self.path.display().to_string(),
+            reader,
+        })
+    }
+
     /// Batches of only the named columns (in file order), or of all columns when `columns` is None.
     pub fn read(
         &self,

@@ -4,11 +4,21 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
-use parquet::arrow::ArrowWriter;
+use arrow::compute::concat_batches;
+use arrow::datatypes::{
+    DataType, Float64Type, Int32Type, Int64Type, SchemaRef, TimestampMillisecondType,
+};
+use parquet::arrow::arrow_writer::{compute_leaves, get_column_writers};
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesPtr};
+use parquet::file::statistics::Statistics;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::format::KeyValue;
 use sha2::{Digest, Sha256};
 
@@ -44,14 +54,24 @@ pub struct WrittenSegment {
     pub max_comparison: Option<f64>,
 }
 
-/// Streams record batches of the table's schema into a Parquet file.
+/// Streams record batches of the table's schema into a Parquet file, in row groups of
+/// `row_group_rows`; whole row groups of another segment of the same table can be spliced in
+/// without decoding (`copy_row_group`), which is what makes compaction of mostly-valid segments
+/// cheap.
 pub struct SegmentWriter {
     path: PathBuf,
-    writer: ArrowWriter<HashingWriter<BufWriter<File>>>,
+    writer: SerializedFileWriter<HashingWriter<BufWriter<File>>>,
+    arrow_schema: SchemaRef,
+    properties: WriterPropertiesPtr,
+    row_group_rows: usize,
+    /// Rows written but not yet encoded, fewer than `row_group_rows` between calls.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
     comparison_index: usize,
     rows: u64,
     min_comparison: Option<f64>,
     max_comparison: Option<f64>,
+    copied_row_groups: u64,
 }
 
 impl SegmentWriter {
@@ -63,6 +83,10 @@ impl SegmentWriter {
         options: &WriteOptions,
     ) -> Result<SegmentWriter, SegmentError> {
         let shown = path.display().to_string();
+        let write_error = |source| SegmentError::Write {
+            path: shown.clone(),
+            source,
+        };
         let file = File::create(path).map_err(|source| SegmentError::Io {
             path: shown.clone(),
             source,
@@ -74,27 +98,40 @@ impl SegmentWriter {
             KeyValue::new(metadata_keys::SEQUENCE.to_string(), sequence.to_string()),
         ];
         let level = ZstdLevel::try_new(options.zstd_level).unwrap_or_default();
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_size(options.row_group_rows.max(1))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_key_value_metadata(Some(metadata))
             .set_created_by(format!("upsert-minion {}", env!("CARGO_PKG_VERSION")))
             .build();
+        let arrow_schema = table.arrow_schema();
+        // What ArrowWriter does: the Arrow schema rides along so readers get exact types back.
+        add_encoded_arrow_schema_to_metadata(&arrow_schema, &mut properties);
+        let parquet_schema = ArrowSchemaConverter::new()
+            .convert(&arrow_schema)
+            .map_err(write_error)?;
+        let properties = Arc::new(properties);
         let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let writer = ArrowWriter::try_new(sink, table.arrow_schema(), Some(properties)).map_err(
-            |source| SegmentError::Write {
-                path: shown,
-                source,
-            },
-        )?;
+        let writer = SerializedFileWriter::new(
+            sink,
+            parquet_schema.root_schema_ptr(),
+            Arc::clone(&properties),
+        )
+        .map_err(write_error)?;
         Ok(SegmentWriter {
             path: path.to_path_buf(),
             writer,
+            arrow_schema,
+            properties,
+            row_group_rows: options.row_group_rows.max(1),
+            pending: Vec::new(),
+            pending_rows: 0,
             comparison_index: table.comparison_index(),
             rows: 0,
             min_comparison: None,
             max_comparison: None,
+            copied_row_groups: 0,
         })
     }
 
@@ -103,24 +140,86 @@ impl SegmentWriter {
             return Ok(());
         }
         if let Some((min, max)) = comparison_range(batch.column(self.comparison_index).as_ref()) {
-            self.min_comparison = Some(self.min_comparison.map_or(min, |m| m.min(min)));
-            self.max_comparison = Some(self.max_comparison.map_or(max, |m| m.max(max)));
+            self.note_comparison_range(min, max);
         }
         self.rows += batch.num_rows() as u64;
-        self.writer
-            .write(batch)
-            .map_err(|source| SegmentError::Write {
-                path: self.path.display().to_string(),
-                source,
-            })
+        self.pending.push(batch.clone());
+        self.pending_rows += batch.num_rows();
+        while self.pending_rows >= self.row_group_rows {
+            let all = concat_batches(&self.arrow_schema, &self.pending).map_err(|err| {
+                self.write_error(parquet::errors::ParquetError::ArrowError(err.to_string()))
+            })?;
+            let group = all.slice(0, self.row_group_rows);
+            let rest = all.slice(self.row_group_rows, all.num_rows() - self.row_group_rows);
+            self.pending_rows = rest.num_rows();
+            self.pending = if rest.num_rows() > 0 {
+                vec![rest]
+            } else {
+                Vec::new()
+            };
+            self.encode_row_group(&group)?;
+        }
+        Ok(())
+    }
+
+    /// Whether row groups of `source` can be spliced into this file: the same Parquet schema.
+    pub fn can_copy_from(&self, source: &ParquetMetaData) -> bool {
+        source.file_metadata().schema_descr().root_schema()
+            == self.writer.schema_descr().root_schema()
+    }
+
+    /// Appends row group `index` of `source` (whose footer is `metadata`) byte for byte, after
+    /// the rows written so far. The caller checks `can_copy_from` first.
+    pub fn copy_row_group(
+        &mut self,
+        source: &File,
+        metadata: &ParquetMetaData,
+        index: usize,
+    ) -> Result<(), SegmentError> {
+        debug_assert!(self.can_copy_from(metadata));
+        self.flush_pending()?;
+        let group = metadata.row_group(index);
+        let comparison = group.column(self.comparison_index);
+        match comparison.statistics().and_then(statistics_range) {
+            Some((min, max)) => self.note_comparison_range(min, max),
+            None => {
+                return Err(self.write_error(parquet::errors::ParquetError::General(format!(
+                    "row group {index} of the source has no statistics on the comparison column; it cannot be copied"
+                ))))
+            }
+        }
+        let rows = group.num_rows() as u64;
+        let error = write_error(&self.path);
+        let mut target = self.writer.next_row_group().map_err(&error)?;
+        for column in group.columns() {
+            let close = ColumnCloseResult {
+                bytes_written: column.compressed_size() as u64,
+                rows_written: rows,
+                metadata: column.clone(),
+                bloom_filter: None,
+                column_index: None,
+                offset_index: None,
+            };
+            target.append_column(source, close).map_err(&error)?;
+        }
+        target.close().map_err(&error)?;
+        self.rows += rows;
+        self.copied_row_groups += 1;
+        Ok(())
     }
 
     pub fn rows(&self) -> u64 {
         self.rows
     }
 
+    /// Row groups spliced in by `copy_row_group` so far.
+    pub fn copied_row_groups(&self) -> u64 {
+        self.copied_row_groups
+    }
+
     /// Closes the file, flushing it to disk, and returns its size and checksum.
-    pub fn finish(self) -> Result<WrittenSegment, SegmentError> {
+    pub fn finish(mut self) -> Result<WrittenSegment, SegmentError> {
+        self.flush_pending()?;
         let shown = self.path.display().to_string();
         let sink = self
             .writer
@@ -146,6 +245,73 @@ impl SegmentWriter {
             min_comparison: self.min_comparison,
             max_comparison: self.max_comparison,
         })
+    }
+
+    fn note_comparison_range(&mut self, min: f64, max: f64) {
+        self.min_comparison = Some(self.min_comparison.map_or(min, |m| m.min(min)));
+        self.max_comparison = Some(self.max_comparison.map_or(max, |m| m.max(max)));
+    }
+
+    /// Encodes the pending rows (fewer than a full group) as a row group of their own.
+    fn flush_pending(&mut self) -> Result<(), SegmentError> {
+        if self.pending_rows == 0 {
+            return Ok(());
+        }
+        let all = concat_batches(&self.arrow_schema, &self.pending).map_err(|err| {
+            self.write_error(parquet::errors::ParquetError::ArrowError(err.to_string()))
+        })?;
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.encode_row_group(&all)
+    }
+
+    fn encode_row_group(&mut self, batch: &RecordBatch) -> Result<(), SegmentError> {
+        let mut columns = get_column_writers(
+            self.writer.schema_descr(),
+            &self.properties,
+            &self.arrow_schema,
+        )
+        .map_err(|e| self.write_error(e))?;
+        let mut leaves_writers = columns.iter_mut();
+        for (field, array) in self.arrow_schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, array).map_err(|e| self.write_error(e))? {
+                let writer = leaves_writers
+                    .next()
+                    .expect("one column writer per leaf of the table schema");
+                writer.write(&leaf).map_err(|e| self.write_error(e))?;
+            }
+        }
+        let error = write_error(&self.path);
+        let mut target = self.writer.next_row_group().map_err(&error)?;
+        for column in columns {
+            let chunk = column.close().map_err(&error)?;
+            chunk.append_to_row_group(&mut target).map_err(&error)?;
+        }
+        target.close().map_err(&error)?;
+        Ok(())
+    }
+
+    fn write_error(&self, source: parquet::errors::ParquetError) -> SegmentError {
+        write_error(&self.path)(source)
+    }
+}
+
+/// The error for a failed write to `path`, as a function to pass to `map_err`.
+fn write_error(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> SegmentError {
+    let path = path.display().to_string();
+    move |source| SegmentError::Write {
+        path: path.clone(),
+        source,
+    }
+}
+
+/// Min and max from Parquet column-chunk statistics, as f64.
+fn statistics_range(statistics: &Statistics) -> Option<(f64, f64)> {
+    match statistics {
+        Statistics::Int32(s) => Some((*s.min_opt()? as f64, *s.max_opt()? as f64)),
+        Statistics::Int64(s) => Some((*s.min_opt()? as f64, *s.max_opt()? as f64)),
+        Statistics::Double(s) => Some((*s.min_opt()?, *s.max_opt()?)),
+        _ => None,
     }
 }
 

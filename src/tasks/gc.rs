@@ -11,6 +11,8 @@ use super::{classify, parse_args, JobContext, JobError, Task};
 
 /// Default grace period: longer than any job's lease and retries.
 pub const DEFAULT_GRACE_SECONDS: f64 = 3600.0;
+/// Default lifetime of an unregistered ingest's sequence reservation: longer than any ingest.
+pub const DEFAULT_RESERVATION_TTL_SECONDS: f64 = 86400.0;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,10 +20,16 @@ struct GcArgs {
     table: String,
     #[serde(default = "default_grace")]
     grace_seconds: f64,
+    #[serde(default = "default_reservation_ttl")]
+    reservation_ttl_seconds: f64,
 }
 
 fn default_grace() -> f64 {
     DEFAULT_GRACE_SECONDS
+}
+
+fn default_reservation_ttl() -> f64 {
+    DEFAULT_RESERVATION_TTL_SECONDS
 }
 
 impl GcArgs {
@@ -29,11 +37,13 @@ impl GcArgs {
         let parsed: GcArgs = parse_args(args)?;
         crate::table::validate_identifier(&parsed.table)
             .map_err(|why| format!("`table`: {why}"))?;
-        if !(parsed.grace_seconds.is_finite() && parsed.grace_seconds >= 0.0) {
-            return Err(format!(
-                "`grace_seconds` must be 0 or more, got {}",
-                parsed.grace_seconds
-            ));
+        for (name, value) in [
+            ("grace_seconds", parsed.grace_seconds),
+            ("reservation_ttl_seconds", parsed.reservation_ttl_seconds),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("`{name}` must be 0 or more, got {value}"));
+            }
         }
         Ok(parsed)
     }
@@ -64,7 +74,8 @@ impl Task for Gc {
     async fn run(&self, context: &JobContext, args: Value) -> Result<Value, JobError> {
         let args = GcArgs::parse(&args).map_err(JobError::permanent)?;
         let grace = Duration::from_secs_f64(args.grace_seconds);
-        let report = crate::gc::gc(&context.services, &args.table, grace)
+        let reservation_ttl = Duration::from_secs_f64(args.reservation_ttl_seconds);
+        let report = crate::gc::gc(&context.services, &args.table, grace, reservation_ttl)
             .await
             .map_err(classify)?;
         tracing::info!(table = %report.table, segments = report.segments_collected, snapshots = report.snapshots_collected,

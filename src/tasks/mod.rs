@@ -5,6 +5,8 @@
 pub mod compact;
 mod diagnostic;
 pub mod gc;
+pub mod merge;
+pub mod plan;
 pub mod prebuild;
 
 use std::collections::BTreeMap;
@@ -147,7 +149,9 @@ impl Registry {
         }
         registry.register(prebuild::task());
         registry.register(compact::task());
+        registry.register(merge::task());
         registry.register(gc::task());
+        registry.register(plan::task());
         registry
     }
 

@@ -257,16 +257,104 @@ impl TestEnv {
 
     /// Starts `minion ARGS` in the background; its stderr goes to `name.log` in the work dir.
     pub fn spawn(&self, name: &str, args: &[&str]) -> std::process::Child {
+        self.spawn_with(name, args, &[])
+    }
+
+    pub fn spawn_with(
+        &self,
+        name: &str,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> std::process::Child {
         let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
         minion_command()
             .current_dir(self.dir.path())
             .envs(&self.env)
             .env("MINION_LOG", "upsert_minion=debug")
+            .envs(extra_env.iter().copied())
             .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("minion starts")
+    }
+
+    /// Starts `minion ARGS` with `MINION_PAUSE_AT=point` and waits until it paused there (see
+    /// `upsert_minion::faults`); creating `self.path(resume)` lets it go on.
+    pub fn spawn_paused(&self, name: &str, args: &[&str], point: &str) -> std::process::Child {
+        let resume = self.path(&format!("{name}.resume"));
+        let mut child = self.spawn_with(
+            name,
+            args,
+            &[
+                ("MINION_PAUSE_AT", point),
+                ("MINION_RESUME_FILE", resume.to_str().unwrap()),
+            ],
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self
+            .log(name)
+            .contains(&format!("MINION_PAUSED_AT {point}"))
+        {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "minion {args:?} ended ({status}) before {point}:\n{}",
+                    self.log(name)
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never paused at {point}:\n{}",
+                self.log(name)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child
+    }
+
+    /// Every object under the store root (local stores only), as keys.
+    pub fn objects(&self) -> std::collections::BTreeSet<String> {
+        let root = PathBuf::from(&self.store_url);
+        let mut found = std::collections::BTreeSet::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    found.insert(path.strip_prefix(&root).unwrap().display().to_string());
+                }
+            }
+        }
+        found
+    }
+
+    /// Asserts the store holds nothing but objects the catalog references (segments of any
+    /// state, their key runs, and the directories of listed snapshots).
+    pub fn assert_only_referenced_objects(&self, table: &str) {
+        let all: Vec<serde_json::Value> = self.json(&["segment", "ls", "--table", table, "--json"]);
+        let snapshots: Vec<serde_json::Value> =
+            self.json(&["snapshot", "ls", "--table", table, "--json"]);
+        let snapshot_dirs: Vec<String> = snapshots
+            .iter()
+            .map(|s| {
+                let key = s["manifest_key"].as_str().unwrap();
+                format!("{}/", key.rsplit_once('/').unwrap().0)
+            })
+            .collect();
+        for object in self.objects() {
+            let known = all.iter().any(|s| {
+                s["object_key"] == object.as_str()
+                    || object.ends_with(&format!("keyruns/{}.run", s["name"].as_str().unwrap()))
+            }) || snapshot_dirs
+                .iter()
+                .any(|dir| object.starts_with(dir.as_str()));
+            assert!(known, "unreferenced object left: {object}");
+        }
     }
 
     /// Runs `minion ARGS` (which prints JSON), asserts success, parses stdout.

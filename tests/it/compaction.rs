@@ -224,3 +224,168 @@ fn compaction_needs_a_covering_snapshot_and_refuses_bad_input() {
     ]);
     assert!(err.contains("segment 999999 does not exist"), "{err}");
 }
+
+#[test]
+fn a_bitmap_marking_more_rows_than_the_segment_has_discards_the_job() {
+    use sha2::{Digest, Sha256};
+    let env = setup();
+    prebuild(&env, 3);
+    let segments = online(&env, 3);
+    let segment = &segments[0];
+    let rows = segment["row_count"].as_u64().unwrap() as u32;
+    // Forge a snapshot whose checksums all match but whose bitmap names docIds past the end, as
+    // a buggy writer could: only the cardinality check stands between it and the rewrite.
+    let snapshots: Vec<Value> = env.json(&[
+        "snapshot",
+        "ls",
+        "--table",
+        "orders",
+        "--partition",
+        "3",
+        "--json",
+    ]);
+    let manifest_key = snapshots[0]["manifest_key"].as_str().unwrap().to_string();
+    let root = std::path::PathBuf::from(&env.store_url);
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(root.join(&manifest_key)).unwrap()).unwrap();
+    let entry = manifest["segments"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|s| s["id"] == segment["id"])
+        .unwrap();
+    let bitmap: roaring::RoaringBitmap = (0..rows + 10).collect();
+    let mut bytes = Vec::new();
+    bitmap.serialize_into(&mut bytes).unwrap();
+    std::fs::write(root.join(entry["valid"]["key"].as_str().unwrap()), &bytes).unwrap();
+    entry["valid"]["checksum"] = json!(hex::encode(Sha256::digest(&bytes)));
+    entry["valid"]["size"] = json!(bytes.len());
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).unwrap();
+    std::fs::write(root.join(&manifest_key), &manifest_bytes).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let pool = sqlx::PgPool::connect(&env.db.url).await.unwrap();
+        sqlx::query("UPDATE snapshots SET manifest_checksum = $1 WHERE manifest_key = $2")
+            .bind(hex::encode(Sha256::digest(&manifest_bytes)))
+            .bind(&manifest_key)
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    // Through the queue: the job is discarded at once, with the reason, and nothing changed.
+    let args = json!({"table": "orders", "segment_id": segment["id"]}).to_string();
+    let submitted: Value = env.json(&["job", "submit", "compact", &args, "--json"]);
+    let id = submitted["id"].to_string();
+    let mut worker = env.spawn("worker", &["worker", "--poll-interval", "200ms"]);
+    let job = env.wait_job_state(&id, "discarded");
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let errors = job["errors"].to_string();
+    assert!(
+        errors.contains(&format!(
+            "marks docId {} but the segment has only {rows} rows",
+            rows + 9
+        )),
+        "{job}"
+    );
+    assert_eq!(job["attempt"], 1, "permanent: not retried");
+    assert_eq!(online(&env, 3), segments, "catalog unchanged");
+}
+
+/// Rows a query sees (winners that are not tombstones), by key.
+fn queryable_ids(env: &TestEnv, name: &str) -> Vec<i64> {
+    let path = env.path(name);
+    env.ok(&["scan", "--table", "ttl", "--output", path.to_str().unwrap()]);
+    let mut ids: Vec<i64> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn deleted_keys_never_come_back_through_compaction() {
+    let env = TestEnv::new(StoreKind::Local);
+    env.ok(&["migrate"]);
+    let table = env.path("ttl.toml");
+    std::fs::write(
+        &table,
+        r#"
+name = "ttl"
+partitions = 1
+primary_key = ["id"]
+comparison = "ts"
+delete_column = "deleted"
+[[columns]]
+name = "id"
+type = "int64"
+[[columns]]
+name = "ts"
+type = "int64"
+[[columns]]
+name = "deleted"
+type = "bool"
+[ttl]
+deleted_keys_ttl = 100
+"#,
+    )
+    .unwrap();
+    env.ok(&["table", "create", "--file", table.to_str().unwrap()]);
+    let ingest = |name: &str, rows: &[(i64, i64, bool)]| {
+        let path = env.path(name);
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|(id, ts, deleted)| json!({"id": id, "ts": ts, "deleted": deleted}).to_string())
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        env.ok(&[
+            "ingest",
+            "--table",
+            "ttl",
+            "--input",
+            path.to_str().unwrap(),
+        ]);
+    };
+    // Key 1 is inserted (segment A), deleted (B), and the newest event (C) puts the tombstone
+    // past the TTL. Dropping the tombstone while A still holds key 1's insert would bring it back.
+    ingest("a.jsonl", &[(1, 10, false), (2, 10, false)]);
+    ingest("b.jsonl", &[(1, 20, true)]);
+    ingest("c.jsonl", &[(3, 1000, false)]);
+    let segments: Vec<Value> = env.json(&["segment", "ls", "--table", "ttl", "--json"]);
+    let (a, b) = (segments[0]["id"].clone(), segments[1]["id"].clone());
+    let prebuild =
+        || env.json::<Value>(&["run", "prebuild", r#"{"table": "ttl", "partition": 0}"#]);
+    let compact = |id: &Value| {
+        env.json::<Value>(&[
+            "run",
+            "compact",
+            &json!({"table": "ttl", "segment_id": id}).to_string(),
+        ])
+    };
+    prebuild();
+    assert_eq!(queryable_ids(&env, "1.jsonl"), vec![2, 3]);
+    // The tombstone is still valid (A holds an older version): compaction keeps it.
+    assert_eq!(compact(&b)["outcome"], "nothing_to_compact");
+    assert_eq!(queryable_ids(&env, "2.jsonl"), vec![2, 3]);
+    // A loses its superseded insert of key 1; only then may the tombstone be forgotten...
+    assert_eq!(compact(&a)["outcome"], "compacted");
+    assert_eq!(queryable_ids(&env, "3.jsonl"), vec![2, 3]);
+    let snapshot = prebuild();
+    assert_eq!(snapshot["key_count"], 2, "key 1 forgotten: {snapshot}");
+    // ...and B, left with no valid row, is dropped without a rewrite.
+    assert_eq!(compact(&b)["outcome"], "dropped");
+    prebuild();
+    env.json::<Value>(&["run", "gc", r#"{"table": "ttl", "grace_seconds": 0}"#]);
+    assert_eq!(
+        queryable_ids(&env, "4.jsonl"),
+        vec![2, 3],
+        "key 1 never came back"
+    );
+    assert!(env.ok(&["verify", "--table", "ttl"]).contains("matches"));
+}

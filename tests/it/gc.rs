@@ -1,6 +1,5 @@
 //! Garbage collection: what it removes, what it must keep, and that the table stays correct.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
@@ -29,23 +28,6 @@ fn setup() -> TestEnv {
         "2500",
     ]);
     env
-}
-
-fn objects(env: &TestEnv) -> BTreeSet<String> {
-    let root = PathBuf::from(&env.store_url);
-    let mut found = BTreeSet::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.insert(path.strip_prefix(&root).unwrap().display().to_string());
-            }
-        }
-    }
-    found
 }
 
 #[test]
@@ -90,23 +72,7 @@ fn gc_collects_replaced_segments_and_superseded_snapshots() {
     );
     let snapshots: Vec<Value> = env.json(&["snapshot", "ls", "--table", "orders", "--json"]);
     assert_eq!(snapshots.len(), 1);
-    let snapshot_dir = snapshots[0]["manifest_key"]
-        .as_str()
-        .unwrap()
-        .rsplit_once('/')
-        .unwrap()
-        .0
-        .to_string();
-    for object in objects(&env) {
-        let known = all.iter().any(|s| {
-            s["object_key"] == object.as_str()
-                || object.ends_with(&format!("keyruns/{}.run", s["name"].as_str().unwrap()))
-        });
-        assert!(
-            known || object.starts_with(&snapshot_dir),
-            "unreferenced object left: {object}"
-        );
-    }
+    env.assert_only_referenced_objects("orders");
     // And the table is exactly as it was.
     assert_eq!(env.valid_rows("after.jsonl"), before);
     assert!(env

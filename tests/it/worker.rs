@@ -359,7 +359,7 @@ async fn job_cli_rejects_bad_input_and_enqueues_nothing() {
     let cases: [(&[&str], &str); 6] = [
         (
             &["job", "submit", "frobnicate"],
-            "unknown job kind `frobnicate`; known kinds: compact, fail, gc, noop, prebuild, sleep",
+            "unknown job kind `frobnicate`; known kinds: compact, fail, gc, merge, noop, plan, prebuild, sleep",
         ),
         (
             &["job", "submit", "sleep", "{seconds: 1}"],

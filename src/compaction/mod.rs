@@ -1,0 +1,130 @@
+//! Compaction and merge (DESIGN.md section 7, issue 5): rewriting segments down to the rows
+//! valid in the newest snapshot that covers them, and swapping them in by compare-and-swap.
+//!
+//! Why this never loses or resurrects a row:
+//! - the bitmap comes from a snapshot whose manifest lists the segment with the checksum the
+//!   catalog records, so a bitmap is never applied to other content (Pinot PR #12346);
+//! - a row invalid in some snapshot stays invalid: later segments only add competitors, and
+//!   compaction keeps every winner, so validity never comes back;
+//! - tombstones are kept whenever valid; prebuild forgets a tombstone only when it is the key's
+//!   last row, so dropping it cannot uncover an older version (Pinot PR #13351);
+//! - `compact` keeps the input's sequence number and row order, so every tie-break against other
+//!   segments is decided as before; `merge` gives its output the largest input sequence, and
+//!   `merge.rs` argues when that is safe and how the catalog transaction enforces it (Pinot
+//!   #17337 lost data by giving a merged segment the wrong creation time);
+//! - the swap is one transaction guarded by each input's state and checksum: of two racing jobs
+//!   exactly one wins, and the loser's upload is garbage for GC.
+//!
+//! `select` decides which segments deserve which job, from the table's compaction settings.
+
+mod compact;
+mod merge;
+mod rewrite;
+mod select;
+
+pub use compact::{compact, CompactReport};
+pub use merge::{merge, MergeReport};
+pub use rewrite::{rewrite, RewriteInput, RewriteStats};
+pub use select::{plan, CompactionPlan, MergeGroup, SegmentCandidate};
+
+use roaring::RoaringBitmap;
+use serde_json::json;
+
+use crate::catalog::SegmentRow;
+use crate::loader::parse_bitmap;
+use crate::queue::NewJob;
+use crate::snapshot::build::PermanentError;
+use crate::snapshot::manifest::ManifestSegment;
+use crate::snapshot::Manifest;
+use crate::storage::sha256_hex;
+use crate::tasks::{prebuild, Services};
+
+/// The newest published snapshot of a partition, its manifest read and checksum-verified.
+pub(crate) struct CoveringSnapshot {
+    pub version: i64,
+    pub manifest: Manifest,
+}
+
+impl CoveringSnapshot {
+    pub async fn latest(
+        services: &Services,
+        table: &str,
+        partition: u32,
+    ) -> anyhow::Result<Option<CoveringSnapshot>> {
+        let Some(snapshot) = services.catalog.latest_snapshot(table, partition).await? else {
+            return Ok(None);
+        };
+        let bytes = services.store.get(&snapshot.manifest_key).await?;
+        if sha256_hex(&bytes) != snapshot.manifest_checksum {
+            return Err(PermanentError(format!(
+                "manifest {} does not match its checksum in the catalog; rebuild the partition's snapshot with `minion run prebuild`",
+                snapshot.manifest_key
+            ))
+            .into());
+        }
+        let manifest = Manifest::parse(&snapshot.manifest_key, &bytes)?;
+        Ok(Some(CoveringSnapshot {
+            version: snapshot.version,
+            manifest,
+        }))
+    }
+
+    pub fn entry(&self, segment_id: i64) -> Option<&ManifestSegment> {
+        self.manifest.segments.iter().find(|s| s.id == segment_id)
+    }
+
+    pub fn covers(&self, segment_id: i64) -> bool {
+        self.entry(segment_id).is_some()
+    }
+
+    /// The segment's validDocIds, refused unless the snapshot covered exactly this content.
+    pub async fn valid_docs(
+        &self,
+        services: &Services,
+        segment: &SegmentRow,
+    ) -> anyhow::Result<RoaringBitmap> {
+        let version = self.version;
+        let Some(entry) = self.entry(segment.id) else {
+            return Err(anyhow::anyhow!(
+                "snapshot {version} does not cover segment {}",
+                segment.name
+            ));
+        };
+        if entry.checksum != segment.checksum {
+            return Err(PermanentError(format!(
+                "snapshot {version} covers segment {} with checksum {}, but the catalog records {}; refusing to apply its bitmap",
+                segment.name, entry.checksum, segment.checksum
+            ))
+            .into());
+        }
+        let bytes = services.store.get(&entry.valid.key).await?;
+        if sha256_hex(&bytes) != entry.valid.checksum {
+            return Err(PermanentError(format!(
+                "bitmap {} does not match its checksum in manifest {version}; rebuild the snapshot with `minion run prebuild`",
+                entry.valid.key
+            ))
+            .into());
+        }
+        let valid = parse_bitmap(&entry.valid.key, &bytes, segment.row_count as u64)
+            .map_err(|err| PermanentError(format!("{err:#}")))?;
+        debug_assert_eq!(valid.len(), entry.valid_docs);
+        Ok(valid)
+    }
+}
+
+/// Deletes the uploads of a job that lost its compare-and-swap. Best effort: a failure is only
+/// logged, GC sweeps whatever no catalog row knows.
+pub(crate) async fn discard_uploads(services: &Services, outputs: &[crate::catalog::NewSegment]) {
+    for output in outputs {
+        if let Err(err) = services.store.delete(&output.object_key).await {
+            tracing::warn!(object = %output.object_key, error = %err, "could not delete a losing upload; GC will sweep it");
+        }
+    }
+}
+
+/// The partition's prebuild, queued (unique) in the same transaction as a replacement.
+pub(crate) fn prebuild_follow_up(table: &str, partition: u32) -> NewJob {
+    let mut job = NewJob::new("prebuild", json!({"table": table, "partition": partition}));
+    job.unique_key = Some(prebuild::unique_key(table, partition));
+    job
+}

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use arrow::array::BooleanArray;
+use arrow::array::{BooleanArray, BooleanBufferBuilder};
 use arrow::compute::filter_record_batch;
 use roaring::RoaringBitmap;
 use serde::Serialize;
@@ -92,11 +92,9 @@ fn append_valid_rows(
             stats.copied_row_groups += 1;
         } else {
             let mut doc_id = first_doc as u32;
-            for batch in segment.read_row_group(index, 8192)? {
+            for batch in segment.read_row_group(index, 65_536)? {
                 let batch = batch?;
-                let mask: BooleanArray = (0..batch.num_rows() as u32)
-                    .map(|i| Some(input.valid.contains(doc_id + i)))
-                    .collect();
+                let mask = selection_mask(&input.valid, doc_id, batch.num_rows());
                 doc_id += batch.num_rows() as u32;
                 let kept = filter_record_batch(&batch, &mask).context("filtering rows")?;
                 writer.write(&kept)?;
@@ -107,4 +105,29 @@ fn append_valid_rows(
         first_doc = docs.end;
     }
     Ok(stats)
+}
+
+/// The filter for docIds `first..first + rows`: true where `valid` holds the docId. Walks only
+/// the bitmap's members in that range.
+pub fn selection_mask(valid: &RoaringBitmap, first: u32, rows: usize) -> BooleanArray {
+    let mut bits = BooleanBufferBuilder::new(rows);
+    bits.append_n(rows, false);
+    for doc in valid.range(first..first + rows as u32) {
+        bits.set_bit((doc - first) as usize, true);
+    }
+    BooleanArray::new(bits.finish(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mask_marks_exactly_the_members_in_range() {
+        let valid: RoaringBitmap = [0u32, 5, 9, 10, 11, 70_000].into_iter().collect();
+        let mask = selection_mask(&valid, 5, 6);
+        let marked: Vec<bool> = mask.iter().map(Option::unwrap).collect();
+        assert_eq!(marked, vec![true, false, false, false, true, true]);
+        assert_eq!(selection_mask(&valid, 100, 3).true_count(), 0);
+    }
 }

@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::concat_batches;
 use arrow::datatypes::{
     DataType, Float64Type, Int32Type, Int64Type, SchemaRef, TimestampMillisecondType,
 };
-use parquet::arrow::arrow_writer::{compute_leaves, get_column_writers};
+use parquet::arrow::arrow_writer::{compute_leaves, get_column_writers, ArrowColumnWriter};
 use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::column::writer::ColumnCloseResult;
@@ -64,9 +63,10 @@ pub struct SegmentWriter {
     arrow_schema: SchemaRef,
     properties: WriterPropertiesPtr,
     row_group_rows: usize,
-    /// Rows written but not yet encoded, fewer than `row_group_rows` between calls.
-    pending: Vec<RecordBatch>,
-    pending_rows: usize,
+    /// The row group being encoded (column writers hold encoded pages), and its rows so far,
+    /// fewer than `row_group_rows` between calls.
+    open_group: Option<Vec<ArrowColumnWriter>>,
+    open_rows: usize,
     comparison_index: usize,
     rows: u64,
     min_comparison: Option<f64>,
@@ -98,13 +98,23 @@ impl SegmentWriter {
             KeyValue::new(metadata_keys::SEQUENCE.to_string(), sequence.to_string()),
         ];
         let level = ZstdLevel::try_new(options.zstd_level).unwrap_or_default();
-        let mut properties = WriterProperties::builder()
+        let mut builder = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_size(options.row_group_rows.max(1))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_key_value_metadata(Some(metadata))
-            .set_created_by(format!("upsert-minion {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("upsert-minion {}", env!("CARGO_PKG_VERSION")));
+        // Keys, comparison values and floats are nearly unique per row: a dictionary only costs
+        // hashing every value before Parquet falls back to plain encoding. zstd does the work.
+        for column in &table.columns {
+            let unique_ish = table.primary_key.contains(&column.name)
+                || column.name == table.comparison
+                || column.column_type == crate::table::ColumnType::Float64;
+            if unique_ish {
+                builder = builder.set_column_dictionary_enabled(column.name.as_str().into(), false);
+            }
+        }
+        let mut properties = builder.build();
         let arrow_schema = table.arrow_schema();
         // What ArrowWriter does: the Arrow schema rides along so readers get exact types back.
         add_encoded_arrow_schema_to_metadata(&arrow_schema, &mut properties);
@@ -125,8 +135,8 @@ impl SegmentWriter {
             arrow_schema,
             properties,
             row_group_rows: options.row_group_rows.max(1),
-            pending: Vec::new(),
-            pending_rows: 0,
+            open_group: None,
+            open_rows: 0,
             comparison_index: table.comparison_index(),
             rows: 0,
             min_comparison: None,
@@ -143,21 +153,16 @@ impl SegmentWriter {
             self.note_comparison_range(min, max);
         }
         self.rows += batch.num_rows() as u64;
-        self.pending.push(batch.clone());
-        self.pending_rows += batch.num_rows();
-        while self.pending_rows >= self.row_group_rows {
-            let all = concat_batches(&self.arrow_schema, &self.pending).map_err(|err| {
-                self.write_error(parquet::errors::ParquetError::ArrowError(err.to_string()))
-            })?;
-            let group = all.slice(0, self.row_group_rows);
-            let rest = all.slice(self.row_group_rows, all.num_rows() - self.row_group_rows);
-            self.pending_rows = rest.num_rows();
-            self.pending = if rest.num_rows() > 0 {
-                vec![rest]
-            } else {
-                Vec::new()
-            };
-            self.encode_row_group(&group)?;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let room = self.row_group_rows - self.open_rows;
+            let take = room.min(batch.num_rows() - offset);
+            let part = batch.slice(offset, take);
+            self.encode_into_open_group(&part)?;
+            offset += take;
+            if self.open_rows == self.row_group_rows {
+                self.close_open_group()?;
+            }
         }
         Ok(())
     }
@@ -177,7 +182,7 @@ impl SegmentWriter {
         index: usize,
     ) -> Result<(), SegmentError> {
         debug_assert!(self.can_copy_from(metadata));
-        self.flush_pending()?;
+        self.close_open_group()?;
         let group = metadata.row_group(index);
         let comparison = group.column(self.comparison_index);
         match comparison.statistics().and_then(statistics_range) {
@@ -219,7 +224,7 @@ impl SegmentWriter {
 
     /// Closes the file, flushing it to disk, and returns its size and checksum.
     pub fn finish(mut self) -> Result<WrittenSegment, SegmentError> {
-        self.flush_pending()?;
+        self.close_open_group()?;
         let shown = self.path.display().to_string();
         let sink = self
             .writer
@@ -252,39 +257,42 @@ impl SegmentWriter {
         self.max_comparison = Some(self.max_comparison.map_or(max, |m| m.max(max)));
     }
 
-    /// Encodes the pending rows (fewer than a full group) as a row group of their own.
-    fn flush_pending(&mut self) -> Result<(), SegmentError> {
-        if self.pending_rows == 0 {
-            return Ok(());
+    /// Encodes `batch` into the open row group, opening one if needed.
+    fn encode_into_open_group(&mut self, batch: &RecordBatch) -> Result<(), SegmentError> {
+        let error = write_error(&self.path);
+        if self.open_group.is_none() {
+            let writers = get_column_writers(
+                self.writer.schema_descr(),
+                &self.properties,
+                &self.arrow_schema,
+            )
+            .map_err(&error)?;
+            self.open_group = Some(writers);
         }
-        let all = concat_batches(&self.arrow_schema, &self.pending).map_err(|err| {
-            self.write_error(parquet::errors::ParquetError::ArrowError(err.to_string()))
-        })?;
-        self.pending.clear();
-        self.pending_rows = 0;
-        self.encode_row_group(&all)
-    }
-
-    fn encode_row_group(&mut self, batch: &RecordBatch) -> Result<(), SegmentError> {
-        let mut columns = get_column_writers(
-            self.writer.schema_descr(),
-            &self.properties,
-            &self.arrow_schema,
-        )
-        .map_err(|e| self.write_error(e))?;
-        let mut leaves_writers = columns.iter_mut();
+        let writers = self.open_group.as_mut().expect("opened above");
+        let mut leaf_writers = writers.iter_mut();
         for (field, array) in self.arrow_schema.fields().iter().zip(batch.columns()) {
-            for leaf in compute_leaves(field, array).map_err(|e| self.write_error(e))? {
-                let writer = leaves_writers
+            for leaf in compute_leaves(field, array).map_err(&error)? {
+                let writer = leaf_writers
                     .next()
                     .expect("one column writer per leaf of the table schema");
-                writer.write(&leaf).map_err(|e| self.write_error(e))?;
+                writer.write(&leaf).map_err(&error)?;
             }
         }
+        self.open_rows += batch.num_rows();
+        Ok(())
+    }
+
+    /// Closes the open row group, if any, and appends it to the file.
+    fn close_open_group(&mut self) -> Result<(), SegmentError> {
+        let Some(writers) = self.open_group.take() else {
+            return Ok(());
+        };
+        self.open_rows = 0;
         let error = write_error(&self.path);
         let mut target = self.writer.next_row_group().map_err(&error)?;
-        for column in columns {
-            let chunk = column.close().map_err(&error)?;
+        for writer in writers {
+            let chunk = writer.close().map_err(&error)?;
             chunk.append_to_row_group(&mut target).map_err(&error)?;
         }
         target.close().map_err(&error)?;

@@ -52,6 +52,8 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     /// The URL as given, for messages.
     url: String,
+    /// The directory of a local-directory store: staged files are hard-linked into it.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -78,6 +80,7 @@ impl Store {
             url: url.to_string(),
             message,
         };
+        let mut local_root = None;
         let inner: Arc<dyn ObjectStore> = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -118,11 +121,13 @@ impl Store {
                 .map_err(|err| bad(format!("cannot create directory {}: {err}", dir.display())))?;
             let local =
                 LocalFileSystem::new_with_prefix(&dir).map_err(|err| bad(err.to_string()))?;
+            local_root = Some(dir);
             Arc::new(local)
         };
         Ok(Store {
             inner,
             url: url.to_string(),
+            local_root,
         })
     }
 
@@ -177,6 +182,11 @@ impl Store {
             path: local.display().to_string(),
             source,
         };
+        if let Some(root) = &self.local_root {
+            if self.link_into(root, key, local).await? {
+                return Ok(());
+            }
+        }
         let size = tokio::fs::metadata(local).await.map_err(local_err)?.len();
         if size <= MULTIPART_THRESHOLD {
             let bytes = tokio::fs::read(local).await.map_err(local_err)?;
@@ -210,6 +220,30 @@ impl Store {
             .await
             .map_err(|source| self.store_error(key, "complete multipart upload", source))?;
         Ok(())
+    }
+
+    /// Local-directory stores: hard-links the staged file into place, which is atomic and fails
+    /// if the name exists (the write-once rule) and copies nothing. False when linking is not
+    /// possible (another filesystem): the caller copies instead.
+    async fn link_into(
+        &self,
+        root: &FsPath,
+        key: &str,
+        local: &FsPath,
+    ) -> Result<bool, StorageError> {
+        let target = root.join(key);
+        if let Some(parent) = target.parent() {
+            if tokio::fs::create_dir_all(parent).await.is_err() {
+                return Ok(false);
+            }
+        }
+        match tokio::fs::hard_link(local, &target).await {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(self.already_exists(key))
+            }
+            Err(_) => Ok(false),
+        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {

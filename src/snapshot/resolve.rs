@@ -80,12 +80,12 @@ pub fn resolve(
     let deleted_cutoff = ttl.deleted_keys_ttl.zip(largest_f64).map(|(t, l)| l - t);
     let metadata_cutoff = ttl.metadata_ttl.zip(largest_f64).map(|(t, l)| l - t);
     let mut resolution = Resolution {
-        valid: vec![RoaringBitmap::new(); sources.len()],
-        queryable: vec![RoaringBitmap::new(); sources.len()],
         largest_comparison: largest,
         metadata_watermark: metadata_cutoff,
         ..Resolution::default()
     };
+    let mut valid = BitmapBuilder::new(sources.len());
+    let mut queryable = BitmapBuilder::new(sources.len());
     let mut merged = MergedRuns::new(runs)?;
     while let Some((source, first)) = merged.next_entry()? {
         let mut best = Candidate {
@@ -113,9 +113,9 @@ pub fn resolve(
             resolution.forgotten_keys += 1;
             continue;
         }
-        resolution.valid[best.source].insert(best.doc_id);
+        valid.insert(best.source, best.doc_id);
         if !best.deleted {
-            resolution.queryable[best.source].insert(best.doc_id);
+            queryable.insert(best.source, best.doc_id);
         }
         resolution.live_keys += 1;
         if metadata_cutoff.is_some_and(|cutoff| value < cutoff) {
@@ -130,5 +130,49 @@ pub fn resolve(
         first.with_key(|key| emit(key, record))?;
         resolution.metadata_keys += 1;
     }
+    resolution.valid = valid.finish();
+    resolution.queryable = queryable.finish();
     Ok(resolution)
+}
+
+/// Builds one bitmap per source from docIds arriving in key order (random docId order). Single
+/// random inserts into a Roaring bitmap are slow; buffering docIds, sorting them and merging the
+/// sorted batch as a bitmap of its own is several times faster. Buffers are bounded.
+struct BitmapBuilder {
+    bitmaps: Vec<RoaringBitmap>,
+    buffers: Vec<Vec<u32>>,
+}
+
+impl BitmapBuilder {
+    /// DocIds held per source before they are merged into its bitmap (256 KiB each).
+    const BUFFER: usize = 64 * 1024;
+
+    fn new(sources: usize) -> BitmapBuilder {
+        BitmapBuilder {
+            bitmaps: vec![RoaringBitmap::new(); sources],
+            buffers: vec![Vec::new(); sources],
+        }
+    }
+
+    fn insert(&mut self, source: usize, doc_id: u32) {
+        let buffer = &mut self.buffers[source];
+        buffer.push(doc_id);
+        if buffer.len() >= Self::BUFFER {
+            Self::flush(&mut self.bitmaps[source], buffer);
+        }
+    }
+
+    fn flush(bitmap: &mut RoaringBitmap, buffer: &mut Vec<u32>) {
+        buffer.sort_unstable();
+        let batch = RoaringBitmap::from_sorted_iter(buffer.drain(..))
+            .expect("a sorted buffer of distinct docIds");
+        *bitmap |= batch;
+    }
+
+    fn finish(mut self) -> Vec<RoaringBitmap> {
+        for (bitmap, buffer) in self.bitmaps.iter_mut().zip(self.buffers.iter_mut()) {
+            Self::flush(bitmap, buffer);
+        }
+        self.bitmaps
+    }
 }

@@ -424,6 +424,58 @@ impl TestEnv {
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
     }
 
+    /// A local-store world with the example `orders` table and a generated stream ingested.
+    pub fn orders(rows: u64, keys: u64, seed: u64, segment_rows: u64) -> TestEnv {
+        let env = TestEnv::new(StoreKind::Local);
+        env.ok(&["migrate"]);
+        env.create_example_table("orders.toml");
+        env.ingest_generated(rows, keys, seed, segment_rows);
+        env
+    }
+
+    /// Ingests a generated stream into `orders`.
+    pub fn ingest_generated(&self, rows: u64, keys: u64, seed: u64, segment_rows: u64) {
+        let (rows, keys, seed, segment_rows) = (
+            rows.to_string(),
+            keys.to_string(),
+            seed.to_string(),
+            segment_rows.to_string(),
+        );
+        self.ok(&[
+            "ingest",
+            "--table",
+            "orders",
+            "--generate",
+            &rows,
+            "--keys",
+            &keys,
+            "--seed",
+            &seed,
+            "--segment-rows",
+            &segment_rows,
+        ]);
+    }
+
+    /// `minion run KIND ARGS` in this process, its JSON report back.
+    pub fn run_task(&self, kind: &str, args: &serde_json::Value) -> serde_json::Value {
+        self.json(&["run", kind, &args.to_string()])
+    }
+
+    /// The online segments of one partition, in sequence order.
+    pub fn online(&self, table: &str, partition: u32) -> Vec<serde_json::Value> {
+        self.json(&[
+            "segment",
+            "ls",
+            "--table",
+            table,
+            "--partition",
+            &partition.to_string(),
+            "--state",
+            "online",
+            "--json",
+        ])
+    }
+
     pub fn create_example_table(&self, example: &str) {
         let file = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("examples/tables")

@@ -6,23 +6,7 @@ use serde_json::{json, Value};
 use crate::common::{python, StoreKind, TestEnv};
 
 fn setup() -> TestEnv {
-    let env = TestEnv::new(StoreKind::Local);
-    env.ok(&["migrate"]);
-    env.create_example_table("orders.toml");
-    env.ok(&[
-        "ingest",
-        "--table",
-        "orders",
-        "--generate",
-        "30000",
-        "--keys",
-        "2000",
-        "--seed",
-        "4",
-        "--segment-rows",
-        "3000",
-    ]);
-    env
+    TestEnv::orders(30000, 2000, 4, 3000)
 }
 
 fn prebuild(env: &TestEnv, partition: u32) -> Value {
@@ -41,20 +25,6 @@ fn compact(env: &TestEnv, segment_id: i64) -> Value {
     ])
 }
 
-fn online(env: &TestEnv, partition: u32) -> Vec<Value> {
-    env.json(&[
-        "segment",
-        "ls",
-        "--table",
-        "orders",
-        "--partition",
-        &partition.to_string(),
-        "--state",
-        "online",
-        "--json",
-    ])
-}
-
 /// Every valid row of partition 0, as sorted JSON lines.
 
 #[test]
@@ -62,7 +32,7 @@ fn compaction_keeps_exactly_the_valid_rows() {
     let env = setup();
     prebuild(&env, 0);
     let before = env.valid_rows("before.jsonl");
-    let segments = online(&env, 0);
+    let segments = env.online("orders", 0);
     let rows_before: i64 = segments
         .iter()
         .map(|s| s["row_count"].as_i64().unwrap())
@@ -77,7 +47,8 @@ fn compaction_keeps_exactly_the_valid_rows() {
         );
         if outcome == "compacted" {
             compacted += 1;
-            let new: Value = online(&env, 0)
+            let new: Value = env
+                .online("orders", 0)
                 .into_iter()
                 .find(|s| s["id"] == report["new_segment_id"])
                 .unwrap();
@@ -122,7 +93,8 @@ fn compaction_keeps_exactly_the_valid_rows() {
         before, after,
         "exactly the same valid rows before and after compaction"
     );
-    let rows_after: i64 = online(&env, 0)
+    let rows_after: i64 = env
+        .online("orders", 0)
         .iter()
         .map(|s| s["row_count"].as_i64().unwrap())
         .sum();
@@ -141,7 +113,7 @@ fn compaction_keeps_exactly_the_valid_rows() {
     let table_json = env.path("orders.json");
     std::fs::write(&table_json, env.ok(&["table", "show", "orders", "--json"])).unwrap();
     let mut files = Vec::new();
-    for segment in online(&env, 0) {
+    for segment in env.online("orders", 0) {
         let local = env.path(&format!("c-{}.parquet", segment["id"]));
         env.download(segment["object_key"].as_str().unwrap(), &local);
         files.push(local.display().to_string());
@@ -157,7 +129,7 @@ fn compaction_keeps_exactly_the_valid_rows() {
 fn racing_compactions_of_one_segment_have_one_winner() {
     let env = setup();
     prebuild(&env, 1);
-    let segment = online(&env, 1)[0]["id"].as_i64().unwrap();
+    let segment = env.online("orders", 1)[0]["id"].as_i64().unwrap();
     let args = json!({"table": "orders", "segment_id": segment}).to_string();
     let racers: Vec<_> = (0..3)
         .map(|i| env.spawn(&format!("racer{i}"), &["run", "compact", &args]))
@@ -189,7 +161,7 @@ fn racing_compactions_of_one_segment_have_one_winner() {
 #[test]
 fn compaction_needs_a_covering_snapshot_and_refuses_bad_input() {
     let env = setup();
-    let segment = online(&env, 2)[0].clone();
+    let segment = env.online("orders", 2)[0].clone();
     let id = segment["id"].as_i64().unwrap();
     let report = compact(&env, id);
     assert_eq!(
@@ -216,13 +188,33 @@ fn compaction_needs_a_covering_snapshot_and_refuses_bad_input() {
         err.contains("has checksum") && err.contains("restore the object"),
         "{err}"
     );
-    assert_eq!(online(&env, 2)[0]["id"], segment["id"], "catalog unchanged");
+    assert_eq!(
+        env.online("orders", 2)[0]["id"],
+        segment["id"],
+        "catalog unchanged"
+    );
     let err = env.fails(&[
         "run",
         "compact",
         r#"{"table": "orders", "segment_id": 999999}"#,
     ]);
     assert!(err.contains("segment 999999 does not exist"), "{err}");
+    // A missing object: the same, and the message says which and what to do.
+    std::fs::remove_file(&path).unwrap();
+    let err = env.fails(&[
+        "run",
+        "compact",
+        &json!({"table": "orders", "segment_id": id}).to_string(),
+    ]);
+    assert!(
+        err.contains("missing") && err.contains(segment["object_key"].as_str().unwrap()),
+        "{err}"
+    );
+    assert_eq!(
+        env.online("orders", 2)[0]["id"],
+        segment["id"],
+        "catalog unchanged"
+    );
 }
 
 #[test]
@@ -230,7 +222,7 @@ fn a_bitmap_marking_more_rows_than_the_segment_has_discards_the_job() {
     use sha2::{Digest, Sha256};
     let env = setup();
     prebuild(&env, 3);
-    let segments = online(&env, 3);
+    let segments = env.online("orders", 3);
     let segment = &segments[0];
     let rows = segment["row_count"].as_u64().unwrap() as u32;
     // Forge a snapshot whose checksums all match but whose bitmap names docIds past the end, as
@@ -289,7 +281,7 @@ fn a_bitmap_marking_more_rows_than_the_segment_has_discards_the_job() {
         "{job}"
     );
     assert_eq!(job["attempt"], 1, "permanent: not retried");
-    assert_eq!(online(&env, 3), segments, "catalog unchanged");
+    assert_eq!(env.online("orders", 3), segments, "catalog unchanged");
 }
 
 /// Rows a query sees (winners that are not tombstones), by key.

@@ -3,45 +3,16 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{StoreKind, TestEnv};
+use crate::common::TestEnv;
 
 fn setup() -> TestEnv {
-    let env = TestEnv::new(StoreKind::Local);
-    env.ok(&["migrate"]);
-    env.create_example_table("orders.toml");
-    env.ok(&[
-        "ingest",
-        "--table",
-        "orders",
-        "--generate",
-        "24000",
-        "--keys",
-        "3000",
-        "--seed",
-        "12",
-        "--segment-rows",
-        "500",
-    ]);
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    let env = TestEnv::orders(24000, 3000, 12, 500);
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     env
 }
 
-fn run(env: &TestEnv, kind: &str, args: Value) -> Value {
-    env.json(&["run", kind, &args.to_string()])
-}
-
 fn online_ids(env: &TestEnv) -> Vec<i64> {
-    let segments: Vec<Value> = env.json(&[
-        "segment",
-        "ls",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--state",
-        "online",
-        "--json",
-    ]);
+    let segments: Vec<Value> = env.online("orders", 0);
     segments.iter().map(|s| s["id"].as_i64().unwrap()).collect()
 }
 
@@ -58,7 +29,7 @@ fn crash_at(env: &TestEnv, kind: &str, args: &Value, point: &str) {
     );
     // The job runs again (what the queue does after the lease expires) and finishes the work,
     // or finds it done.
-    let report = run(env, kind, args.clone());
+    let report = env.run_task(kind, &args.clone());
     let outcome = report["outcome"].as_str().unwrap_or("collected");
     assert!(
         [
@@ -72,8 +43,8 @@ fn crash_at(env: &TestEnv, kind: &str, args: &Value, point: &str) {
             || kind == "gc",
         "{point}: {report}"
     );
-    run(env, "prebuild", json!({"table": "orders", "partition": 0}));
-    run(env, "gc", json!({"table": "orders", "grace_seconds": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    env.run_task("gc", &json!({"table": "orders", "grace_seconds": 0}));
     env.assert_only_referenced_objects("orders");
     assert_eq!(
         env.valid_rows(&format!("{point}-after.jsonl")),
@@ -126,22 +97,14 @@ fn merge_survives_sigkill_at_every_step() {
 fn gc_survives_sigkill_between_objects_and_rows() {
     let env = setup();
     for id in online_ids(&env).into_iter().take(4) {
-        run(
-            &env,
-            "compact",
-            json!({"table": "orders", "segment_id": id}),
-        );
+        env.run_task("compact", &json!({"table": "orders", "segment_id": id}));
     }
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     let args = json!({"table": "orders", "grace_seconds": 0});
     crash_at(&env, "gc", &args, "gc:after_snapshot_objects");
     for id in online_ids(&env).into_iter().skip(4).take(2) {
-        run(
-            &env,
-            "compact",
-            json!({"table": "orders", "segment_id": id}),
-        );
+        env.run_task("compact", &json!({"table": "orders", "segment_id": id}));
     }
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     crash_at(&env, "gc", &args, "gc:after_segment_objects");
 }

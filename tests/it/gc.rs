@@ -4,57 +4,26 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::common::{StoreKind, TestEnv};
-
-fn run(env: &TestEnv, kind: &str, args: Value) -> Value {
-    env.json(&["run", kind, &args.to_string()])
-}
+use crate::common::TestEnv;
 
 fn setup() -> TestEnv {
-    let env = TestEnv::new(StoreKind::Local);
-    env.ok(&["migrate"]);
-    env.create_example_table("orders.toml");
-    env.ok(&[
-        "ingest",
-        "--table",
-        "orders",
-        "--generate",
-        "20000",
-        "--keys",
-        "1500",
-        "--seed",
-        "9",
-        "--segment-rows",
-        "2500",
-    ]);
-    env
+    TestEnv::orders(20000, 1500, 9, 2500)
 }
 
 #[test]
 fn gc_collects_replaced_segments_and_superseded_snapshots() {
     let env = setup();
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     let before = env.valid_rows("before.jsonl");
-    let segments: Vec<Value> = env.json(&[
-        "segment",
-        "ls",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--state",
-        "online",
-        "--json",
-    ]);
+    let segments: Vec<Value> = env.online("orders", 0);
     for segment in &segments {
-        run(
-            &env,
+        env.run_task(
             "compact",
-            json!({"table": "orders", "segment_id": segment["id"]}),
+            &json!({"table": "orders", "segment_id": segment["id"]}),
         );
     }
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
-    let report = run(&env, "gc", json!({"table": "orders", "grace_seconds": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    let report = env.run_task("gc", &json!({"table": "orders", "grace_seconds": 0}));
     assert!(
         report["segments_collected"].as_u64().unwrap() > 0,
         "{report}"
@@ -83,39 +52,24 @@ fn gc_collects_replaced_segments_and_superseded_snapshots() {
 #[test]
 fn gc_keeps_what_a_retained_snapshot_covers_and_young_orphans() {
     let env = setup();
-    run(&env, "prebuild", json!({"table": "orders", "partition": 1}));
-    let segment: Vec<Value> = env.json(&[
-        "segment",
-        "ls",
-        "--table",
-        "orders",
-        "--partition",
-        "1",
-        "--state",
-        "online",
-        "--json",
-    ]);
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 1}));
+    let segment: Vec<Value> = env.online("orders", 1);
     let first = &segment[0];
-    let report = run(
-        &env,
+    let report = env.run_task(
         "compact",
-        json!({"table": "orders", "segment_id": first["id"]}),
+        &json!({"table": "orders", "segment_id": first["id"]}),
     );
     assert_eq!(report["outcome"], "compacted");
     // No prebuild since: the latest snapshot still covers the replaced segment.
     let root = PathBuf::from(&env.store_url);
     let stray = root.join("tables/orders/p1/segments/stray.parquet");
     std::fs::write(&stray, b"left by a crashed upload").unwrap();
-    let report = run(
-        &env,
-        "gc",
-        json!({"table": "orders", "grace_seconds": 3600}),
-    );
+    let report = env.run_task("gc", &json!({"table": "orders", "grace_seconds": 3600}));
     assert_eq!(report["segments_collected"], 0, "{report}");
     assert_eq!(report["orphans_too_young"], 1, "{report}");
     assert!(stray.exists());
 
-    let report = run(&env, "gc", json!({"table": "orders", "grace_seconds": 0}));
+    let report = env.run_task("gc", &json!({"table": "orders", "grace_seconds": 0}));
     assert_eq!(
         report["segments_collected"], 0,
         "covered by the retained snapshot: {report}"
@@ -128,8 +82,8 @@ fn gc_keeps_what_a_retained_snapshot_covers_and_young_orphans() {
     );
 
     // Once a newer snapshot no longer covers it, it goes.
-    run(&env, "prebuild", json!({"table": "orders", "partition": 1}));
-    let report = run(&env, "gc", json!({"table": "orders", "grace_seconds": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 1}));
+    let report = env.run_task("gc", &json!({"table": "orders", "grace_seconds": 0}));
     assert_eq!(report["segments_collected"], 1, "{report}");
     assert!(!root.join(first["object_key"].as_str().unwrap()).exists());
     let err = env.fails(&["run", "gc", r#"{"table": "orders", "grace_seconds": -1}"#]);

@@ -4,48 +4,10 @@
 use serde_json::{json, Value};
 use upsert_minion::catalog::Catalog;
 
-use crate::common::{python, StoreKind, TestEnv};
+use crate::common::{python, TestEnv};
 
 fn setup() -> TestEnv {
-    let env = TestEnv::new(StoreKind::Local);
-    env.ok(&["migrate"]);
-    env.create_example_table("orders.toml");
-    ingest(&env, "5", "1000");
-    env
-}
-
-fn ingest(env: &TestEnv, seed: &str, segment_rows: &str) {
-    env.ok(&[
-        "ingest",
-        "--table",
-        "orders",
-        "--generate",
-        "20000",
-        "--keys",
-        "3000",
-        "--seed",
-        seed,
-        "--segment-rows",
-        segment_rows,
-    ]);
-}
-
-fn run(env: &TestEnv, kind: &str, args: Value) -> Value {
-    env.json(&["run", kind, &args.to_string()])
-}
-
-fn online(env: &TestEnv, partition: u32) -> Vec<Value> {
-    env.json(&[
-        "segment",
-        "ls",
-        "--table",
-        "orders",
-        "--partition",
-        &partition.to_string(),
-        "--state",
-        "online",
-        "--json",
-    ])
+    TestEnv::orders(20000, 3000, 5, 1000)
 }
 
 fn ids(segments: &[Value]) -> Vec<i64> {
@@ -53,23 +15,22 @@ fn ids(segments: &[Value]) -> Vec<i64> {
 }
 
 fn merge(env: &TestEnv, segments: &[i64]) -> Value {
-    run(
-        env,
+    env.run_task(
         "merge",
-        json!({"table": "orders", "partition": 0, "segment_ids": segments}),
+        &json!({"table": "orders", "partition": 0, "segment_ids": segments}),
     )
 }
 
 #[test]
 fn merge_keeps_the_valid_rows_under_the_largest_input_sequence() {
     let env = setup();
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     let before = env.valid_rows("before.jsonl");
-    let inputs = online(&env, 0);
+    let inputs = env.online("orders", 0);
     assert!(inputs.len() >= 4, "{inputs:?}");
     let report = merge(&env, &ids(&inputs));
     assert_eq!(report["outcome"], "merged", "{report}");
-    let now = online(&env, 0);
+    let now = env.online("orders", 0);
     let outputs: Vec<&Value> = now
         .iter()
         .filter(|s| {
@@ -112,7 +73,7 @@ fn merge_keeps_the_valid_rows_under_the_largest_input_sequence() {
         assert_eq!(row["replaced_by"], outputs[0]["id"]);
     }
     // A later ingest still wins its ties against the merged rows; the table is unchanged.
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     assert_eq!(env.valid_rows("after.jsonl"), before);
     assert!(env
         .ok(&["verify", "--table", "orders"])
@@ -156,9 +117,9 @@ fn merge_splits_at_the_target_size_and_copies_whole_row_groups() {
         "--row-group-rows",
         "20",
     ]);
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     let before = env.valid_rows("before.jsonl");
-    let inputs = online(&env, 0);
+    let inputs = env.online("orders", 0);
     // Outputs of about a third of the valid rows each: the job reads the target from the catalog.
     let target = before.len() / 3 + 1;
     with_catalog(&env, async |_| {
@@ -175,7 +136,7 @@ fn merge_splits_at_the_target_size_and_copies_whole_row_groups() {
         report["row_groups"]["copied_row_groups"].as_u64().unwrap() >= 4,
         "{report}"
     );
-    let now = online(&env, 0);
+    let now = env.online("orders", 0);
     assert!(now.len() >= 3, "split at the target: {now:?}");
     let mut previous = -1;
     for output in &now {
@@ -198,7 +159,7 @@ fn merge_splits_at_the_target_size_and_copies_whole_row_groups() {
         let rows = output["row_count"].as_u64().unwrap();
         assert!(rows <= target as u64 || sources.len() == 1, "{output}");
     }
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     let after = env.valid_rows("after.jsonl");
     let missing: Vec<&String> = before.iter().filter(|r| !after.contains(r)).collect();
     let extra: Vec<&String> = after.iter().filter(|r| !before.contains(r)).collect();
@@ -227,9 +188,9 @@ fn merge_refuses_while_a_foreign_sequence_lies_inside_its_range() {
     let reserved = with_catalog(&env, async |catalog| {
         catalog.reserve_sequences("orders", 0, 1).await.unwrap()
     });
-    ingest(&env, "6", "1000");
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
-    let segments = online(&env, 0);
+    env.ingest_generated(20000, 3000, 6, 1000);
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    let segments = env.online("orders", 0);
     let below = segments
         .iter()
         .rev()
@@ -243,7 +204,7 @@ fn merge_refuses_while_a_foreign_sequence_lies_inside_its_range() {
     let report = merge(&env, &pair);
     assert_eq!(report["outcome"], "sequence_gap", "{report}");
     assert_eq!(report["gap_sequence"], reserved);
-    assert_eq!(online(&env, 0), segments, "nothing changed");
+    assert_eq!(env.online("orders", 0), segments, "nothing changed");
 
     // Released (the ingest gave up): the same merge goes through.
     with_catalog(&env, async |catalog| {
@@ -255,13 +216,12 @@ fn merge_refuses_while_a_foreign_sequence_lies_inside_its_range() {
     assert_eq!(merge(&env, &pair)["outcome"], "merged");
 
     // An online segment the snapshot does not cover, inside the range, blocks it too.
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
-    let segments = online(&env, 0);
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    let segments = env.online("orders", 0);
     let (first, middle, last) = (&segments[0], &segments[1], &segments[2]);
-    let compacted = run(
-        &env,
+    let compacted = env.run_task(
         "compact",
-        json!({"table": "orders", "segment_id": middle["id"]}),
+        &json!({"table": "orders", "segment_id": middle["id"]}),
     );
     assert_eq!(compacted["outcome"], "compacted", "{compacted}");
     let report = merge(
@@ -281,7 +241,7 @@ fn merge_arguments_are_checked() {
         r#"{"table": "orders", "partition": 0, "segment_ids": [1]}"#,
     ]);
     assert!(err.contains("two or more segments"), "{err}");
-    let segments = online(&env, 1);
+    let segments = env.online("orders", 1);
     let err = env.fails(&[
         "run",
         "merge",
@@ -289,6 +249,6 @@ fn merge_arguments_are_checked() {
     ]);
     assert!(err.contains("not orders partition 0"), "{err}");
     // Not covered by a snapshot yet: a prebuild is queued and nothing else happens.
-    let report = merge(&env, &ids(&online(&env, 0)[..2]));
+    let report = merge(&env, &ids(&env.online("orders", 0)[..2]));
     assert_eq!(report["outcome"], "not_covered", "{report}");
 }

@@ -55,11 +55,24 @@ impl Model {
 }
 
 fn ingest_batch(env: &TestEnv, model: &mut Model, rng: &mut StdRng, rows: usize) {
+    ingest_batch_of(env, model, rng, rows, 800, 60..400);
+}
+
+/// Appends `rows` random rows over keys `0..keys` (timestamps with many ties) to the stream,
+/// ingests them in segments of a random size from `segment_rows`, and updates the model.
+fn ingest_batch_of(
+    env: &TestEnv,
+    model: &mut Model,
+    rng: &mut StdRng,
+    rows: usize,
+    keys: i64,
+    segment_rows: std::ops::Range<usize>,
+) {
     let path = env.path(&format!("batch-{}.jsonl", model.files.len()));
     let mut lines = String::new();
     for _ in 0..rows {
         let (id, ts, n) = (
-            rng.gen_range(0..800i64),
+            rng.gen_range(0..keys),
             rng.gen_range(0..12i64),
             model.next_n,
         );
@@ -73,7 +86,7 @@ fn ingest_batch(env: &TestEnv, model: &mut Model, rng: &mut StdRng, rows: usize)
         }
     }
     std::fs::write(&path, lines).unwrap();
-    let segment_rows = rng.gen_range(60..400).to_string();
+    let segment_rows = rng.gen_range(segment_rows).to_string();
     env.ok(&[
         "ingest",
         "--table",
@@ -104,24 +117,6 @@ fn scanned(env: &TestEnv, step: usize) -> BTreeSet<i64> {
     seen
 }
 
-fn run(env: &TestEnv, kind: &str, args: &Value) -> Value {
-    env.json(&["run", kind, &args.to_string()])
-}
-
-fn online(env: &TestEnv, partition: u32) -> Vec<Value> {
-    env.json(&[
-        "segment",
-        "ls",
-        "--table",
-        "events",
-        "--partition",
-        &partition.to_string(),
-        "--state",
-        "online",
-        "--json",
-    ])
-}
-
 #[test]
 fn any_sequence_of_operations_keeps_exactly_the_stream_winners() {
     let env = TestEnv::new(StoreKind::Local);
@@ -145,15 +140,14 @@ fn any_sequence_of_operations_keeps_exactly_the_stream_winners() {
                 "ingest".to_string()
             }
             0..=2 => {
-                run(
-                    &env,
+                env.run_task(
                     "prebuild",
                     &json!({"table": "events", "partition": partition}),
                 );
                 "prebuild".to_string()
             }
             3 | 4 => {
-                let planned = run(&env, "plan", &json!({"table": "events", "submit": false}));
+                let planned = env.run_task("plan", &json!({"table": "events", "submit": false}));
                 let mut outcomes = Vec::new();
                 for (kind, key) in [
                     ("prebuild", "prebuild"),
@@ -171,7 +165,7 @@ fn any_sequence_of_operations_keeps_exactly_the_stream_winners() {
                             }),
                             _ => json!({"table": "events", "segment_id": entry["segment_id"]}),
                         };
-                        let report = run(&env, kind, &args);
+                        let report = env.run_task(kind, &args);
                         outcomes.push(format!(
                             "{kind}:{}",
                             report["outcome"].as_str().unwrap_or("published")
@@ -181,19 +175,18 @@ fn any_sequence_of_operations_keeps_exactly_the_stream_winners() {
                 format!("plan[{}]", outcomes.join(","))
             }
             5 | 6 => {
-                let segments = online(&env, partition);
+                let segments = env.online("events", partition);
                 let Some(segment) = segments.get(rng.gen_range(0..segments.len().max(1))) else {
                     continue;
                 };
-                let report = run(
-                    &env,
+                let report = env.run_task(
                     "compact",
                     &json!({"table": "events", "segment_id": segment["id"]}),
                 );
                 format!("compact:{}", report["outcome"].as_str().unwrap())
             }
             7 | 8 => {
-                let segments = online(&env, partition);
+                let segments = env.online("events", partition);
                 if segments.len() < 2 {
                     continue;
                 }
@@ -203,8 +196,7 @@ fn any_sequence_of_operations_keeps_exactly_the_stream_winners() {
                     .iter()
                     .map(|s| s["id"].clone())
                     .collect();
-                let report = run(
-                    &env,
+                let report = env.run_task(
                     "merge",
                     &json!({"table": "events", "partition": partition, "segment_ids": ids}),
                 );
@@ -216,7 +208,7 @@ fn any_sequence_of_operations_keeps_exactly_the_stream_winners() {
                 format!("merge:{outcome}")
             }
             _ => {
-                run(&env, "gc", &json!({"table": "events", "grace_seconds": 0}));
+                env.run_task("gc", &json!({"table": "events", "grace_seconds": 0}));
                 "gc".to_string()
             }
         };
@@ -231,13 +223,12 @@ fn any_sequence_of_operations_keeps_exactly_the_stream_winners() {
     }
     // Land everything and check it from every side.
     for partition in 0..2u32 {
-        run(
-            &env,
+        env.run_task(
             "prebuild",
             &json!({"table": "events", "partition": partition}),
         );
     }
-    run(&env, "gc", &json!({"table": "events", "grace_seconds": 0}));
+    env.run_task("gc", &json!({"table": "events", "grace_seconds": 0}));
     env.assert_only_referenced_objects("events");
     let verified = env.ok(&["verify", "--table", "events"]);
     assert!(!verified.contains("differ"), "{verified}");
@@ -255,4 +246,77 @@ fn any_sequence_of_operations_keeps_exactly_the_stream_winners() {
             "the sequence never ran {op}: {done:?}"
         );
     }
+}
+
+/// A larger stream, compacted and merged by a worker pool through the queue (`plan` submits the
+/// jobs): the valid rows are DuckDB's winners of the ingested files.
+#[test]
+fn the_worker_pool_compacts_a_larger_stream_to_duckdbs_winners() {
+    let env = TestEnv::new(StoreKind::Local);
+    env.ok(&["migrate"]);
+    let table_file = env.path("events.toml");
+    std::fs::write(
+        &table_file,
+        TABLE.replace("target_segment_rows = 600", "target_segment_rows = 1500"),
+    )
+    .unwrap();
+    env.ok(&["table", "create", "--file", table_file.to_str().unwrap()]);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut model = Model {
+        winners: BTreeMap::new(),
+        next_n: 0,
+        files: Vec::new(),
+    };
+    for _ in 0..3 {
+        ingest_batch_of(&env, &mut model, &mut rng, 20_000, 20_000, 1_000..3_000);
+    }
+    let mut worker = env.spawn(
+        "worker",
+        &["worker", "--concurrency", "2", "--poll-interval", "200ms"],
+    );
+    for round in 0..3 {
+        let submitted: Value =
+            env.json(&["job", "submit", "plan", r#"{"table": "events"}"#, "--json"]);
+        env.wait_job_state(&submitted["id"].to_string(), "completed");
+        // Wait for what the plan submitted (and the prebuilds those queue) to finish.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let busy: Vec<Value> = ["available", "running", "retryable", "scheduled"]
+                .iter()
+                .flat_map(|state| {
+                    env.json::<Vec<Value>>(&["job", "ls", "--state", state, "--json"])
+                })
+                .collect();
+            if busy.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {busy:?}\n{}",
+                env.log("worker")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let discarded: Vec<Value> = env.json(&["job", "ls", "--state", "discarded", "--json"]);
+    assert!(discarded.is_empty(), "{discarded:?}");
+    let merged: Vec<Value> = env.json(&["job", "ls", "--kind", "merge", "--json"]);
+    let compacted: Vec<Value> = env.json(&["job", "ls", "--kind", "compact", "--json"]);
+    assert!(
+        !merged.is_empty() && !compacted.is_empty(),
+        "the plans found both kinds of work: {} merges, {} compactions",
+        merged.len(),
+        compacted.len()
+    );
+    env.run_task("gc", &json!({"table": "events", "grace_seconds": 0}));
+    let mut args = vec!["id", "ts", "n"];
+    args.extend(model.files.iter().map(String::as_str));
+    let duckdb: BTreeSet<i64> = python("stream_winners.py", &args)
+        .lines()
+        .map(|line| line.parse().unwrap())
+        .collect();
+    assert_eq!(scanned(&env, 0), duckdb);
+    assert_eq!(duckdb, model.valid());
 }

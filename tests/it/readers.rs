@@ -6,31 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::{json, Value};
 
-use crate::common::{StoreKind, TestEnv};
+use crate::common::TestEnv;
 
 fn setup() -> TestEnv {
-    let env = TestEnv::new(StoreKind::Local);
-    env.ok(&["migrate"]);
-    env.create_example_table("orders.toml");
-    env.ok(&[
-        "ingest",
-        "--table",
-        "orders",
-        "--generate",
-        "20000",
-        "--keys",
-        "2000",
-        "--seed",
-        "21",
-        "--segment-rows",
-        "600",
-    ]);
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    let env = TestEnv::orders(20000, 2000, 21, 600);
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     env
-}
-
-fn run(env: &TestEnv, kind: &str, args: Value) -> Value {
-    env.json(&["run", kind, &args.to_string()])
 }
 
 fn sorted_lines(path: &std::path::Path) -> Vec<String> {
@@ -79,7 +60,7 @@ fn latest_version(env: &TestEnv) -> i64 {
 
 /// Runs the compaction plan's jobs for `orders` in this process, one by one.
 fn compact_and_merge(env: &TestEnv) -> usize {
-    let planned = run(env, "plan", json!({"table": "orders", "submit": false}));
+    let planned = env.run_task("plan", &json!({"table": "orders", "submit": false}));
     let mut jobs = 0;
     for group in planned["plan"]["merge"].as_array().unwrap() {
         let ids: Vec<Value> = group["segments"]
@@ -88,18 +69,16 @@ fn compact_and_merge(env: &TestEnv) -> usize {
             .iter()
             .map(|s| s["segment_id"].clone())
             .collect();
-        run(
-            env,
+        env.run_task(
             "merge",
-            json!({"table": "orders", "partition": group["partition"], "segment_ids": ids}),
+            &json!({"table": "orders", "partition": group["partition"], "segment_ids": ids}),
         );
         jobs += 1;
     }
     for candidate in planned["plan"]["compact"].as_array().unwrap() {
-        run(
-            env,
+        env.run_task(
             "compact",
-            json!({"table": "orders", "segment_id": candidate["segment_id"]}),
+            &json!({"table": "orders", "segment_id": candidate["segment_id"]}),
         );
         jobs += 1;
     }
@@ -130,9 +109,9 @@ fn readers_beside_compaction_merge_and_gc_see_every_key_once() {
         let mut jobs = 0;
         for _ in 0..2 {
             jobs += compact_and_merge(&env);
-            run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+            env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
             // A grace period longer than this test: pinned snapshots stay readable.
-            run(&env, "gc", json!({"table": "orders", "grace_seconds": 300}));
+            env.run_task("gc", &json!({"table": "orders", "grace_seconds": 300}));
         }
         assert!(jobs > 0, "the plan found work");
         // Let the readers see the final state at least once.
@@ -146,7 +125,7 @@ fn readers_beside_compaction_merge_and_gc_see_every_key_once() {
     // The first snapshot, pinned all along, still reads the same rows from its own segments...
     assert_eq!(pinned_rows(&env, first_version, "first.jsonl"), expected);
     // ...until gc collects it past its grace period: then the error says what happened.
-    run(&env, "gc", json!({"table": "orders", "grace_seconds": 0}));
+    env.run_task("gc", &json!({"table": "orders", "grace_seconds": 0}));
     let err = env.fails(&[
         "scan",
         "--table",
@@ -167,17 +146,7 @@ fn readers_beside_compaction_merge_and_gc_see_every_key_once() {
 #[test]
 fn a_compaction_racing_a_newer_snapshot_stays_correct() {
     let env = setup();
-    let segments: Vec<Value> = env.json(&[
-        "segment",
-        "ls",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--state",
-        "online",
-        "--json",
-    ]);
+    let segments: Vec<Value> = env.online("orders", 0);
     let target = &segments[0];
     let args = json!({"table": "orders", "segment_id": target["id"]}).to_string();
     // The compaction has its bitmap from snapshot 1 and its output uploaded...
@@ -202,7 +171,7 @@ fn a_compaction_racing_a_newer_snapshot_stays_correct() {
         "--start-time-ms",
         "1700000100000",
     ]);
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     let expected = env.valid_rows("expected.jsonl");
     std::fs::write(env.path("compaction.resume"), b"").unwrap();
     assert!(
@@ -210,24 +179,14 @@ fn a_compaction_racing_a_newer_snapshot_stays_correct() {
         "{}",
         env.log("compaction")
     );
-    let now: Vec<Value> = env.json(&[
-        "segment",
-        "ls",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--state",
-        "online",
-        "--json",
-    ]);
+    let now: Vec<Value> = env.online("orders", 0);
     assert!(
         !now.iter().any(|s| s["id"] == target["id"]),
         "the compaction swapped in"
     );
     // Rows valid in snapshot 1 but beaten since are still in the output; they stay invalid.
     assert_eq!(env.valid_rows("between.jsonl"), expected);
-    run(&env, "prebuild", json!({"table": "orders", "partition": 0}));
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     assert_eq!(env.valid_rows("after.jsonl"), expected);
     assert!(env.ok(&["verify", "--table", "orders"]).contains("matches"));
 }

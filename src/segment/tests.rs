@@ -102,3 +102,67 @@ fn truncated_and_foreign_files_are_refused_clearly() {
     let err = SegmentFile::open(&path, &sessions).err().unwrap();
     assert!(matches!(err, SegmentError::SchemaMismatch { .. }), "{err}");
 }
+
+#[test]
+fn spliced_row_groups_read_back_in_place_with_their_comparison_range() {
+    let table = orders();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.parquet");
+    let options = WriteOptions {
+        row_group_rows: 1000,
+        ..WriteOptions::default()
+    };
+    let batches = generated(&table, 3000);
+    let mut writer = SegmentWriter::create(&source, &table, 0, 1, &options).unwrap();
+    for batch in &batches {
+        writer.write(batch).unwrap();
+    }
+    let written_source = writer.finish().unwrap();
+    let source_file = SegmentFile::open(&source, &table).unwrap();
+    let metadata = source_file.metadata().clone();
+    assert_eq!(metadata.num_row_groups(), 3);
+
+    // Output: 500 encoded rows, then source group 2 spliced, then 700 more encoded rows.
+    let output = dir.path().join("output.parquet");
+    let mut writer = SegmentWriter::create(&output, &table, 0, 1, &options).unwrap();
+    assert!(writer.can_copy_from(&metadata));
+    writer.write(&batches[0].slice(0, 500)).unwrap();
+    let handle = std::fs::File::open(&source).unwrap();
+    writer.copy_row_group(&handle, &metadata, 2).unwrap();
+    writer.write(&batches[1].slice(0, 700)).unwrap();
+    assert_eq!(writer.copied_row_groups(), 1);
+    let written = writer.finish().unwrap();
+    assert_eq!(written.rows, 2200);
+
+    let read: Vec<RecordBatch> = SegmentFile::open(&output, &table)
+        .unwrap()
+        .read(None, 10_000)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let read = arrow::compute::concat_batches(&table.arrow_schema(), &read).unwrap();
+    let all = arrow::compute::concat_batches(&table.arrow_schema(), &batches).unwrap();
+    assert_eq!(read.slice(0, 500), all.slice(0, 500));
+    assert_eq!(
+        read.slice(500, 1000),
+        all.slice(2000, 1000),
+        "the spliced group, intact"
+    );
+    assert_eq!(read.slice(1500, 700), batches[1].slice(0, 700));
+    // The range covers the spliced group too (taken from its statistics).
+    assert!(written.min_comparison.unwrap() >= written_source.min_comparison.unwrap());
+    assert!(written.max_comparison.unwrap() <= written_source.max_comparison.unwrap());
+    let ids = read.column(table.comparison_index());
+    let (min, max) = match ids.data_type() {
+        arrow::datatypes::DataType::Timestamp(_, _) => {
+            let values = ids.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+            (
+                arrow::compute::min(values).unwrap() as f64,
+                arrow::compute::max(values).unwrap() as f64,
+            )
+        }
+        other => panic!("orders compares a timestamp, not {other}"),
+    };
+    assert_eq!(written.min_comparison, Some(min));
+    assert_eq!(written.max_comparison, Some(max));
+}

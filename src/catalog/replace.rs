@@ -101,16 +101,21 @@ impl Catalog {
             }
         }
         // Retire first: outputs may reuse an input's sequence, unique among online segments.
-        let retired_state = if outputs.is_empty() {
-            "dropped"
-        } else {
-            "replaced"
-        };
-        sqlx::query(RETIRE_INPUTS)
-            .bind(&ids)
-            .bind(retired_state)
-            .execute(&mut *tx)
-            .await?;
+        // Inputs whose rows went into an output are `replaced`; the others (no valid row left)
+        // are `dropped`.
+        let (replaced, dropped): (Vec<i64>, Vec<i64>) = ids
+            .iter()
+            .partition(|id| outputs.iter().any(|(_, sources)| sources.contains(id)));
+        for (retired, state) in [(&replaced, "replaced"), (&dropped, "dropped")] {
+            if retired.is_empty() {
+                continue;
+            }
+            sqlx::query(RETIRE_INPUTS)
+                .bind(retired)
+                .bind(state)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut output_ids = Vec::with_capacity(outputs.len());
         for (output, sources) in outputs {
             debug_assert!(sources.iter().all(|source| ids.contains(source)));

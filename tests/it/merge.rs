@@ -252,3 +252,46 @@ fn merge_arguments_are_checked() {
     let report = merge(&env, &ids(&env.online("orders", 0)[..2]));
     assert_eq!(report["outcome"], "not_covered", "{report}");
 }
+
+#[test]
+fn a_merge_input_left_without_valid_rows_is_dropped() {
+    let env = setup();
+    let write = |name: &str, updated_at: i64| {
+        let path = env.path(name);
+        let row = json!({"order_id": 77_000_000, "updated_at": updated_at, "deleted": false,
+            "customer": "c", "status": "new", "amount": 1.0, "quantity": 1});
+        std::fs::write(&path, row.to_string()).unwrap();
+        env.ok(&[
+            "ingest",
+            "--table",
+            "orders",
+            "--input",
+            path.to_str().unwrap(),
+        ]);
+    };
+    // The same key twice, each version alone in its segment: the older segment ends empty.
+    write("old.jsonl", 1_700_000_000_001);
+    write("new.jsonl", 1_700_000_000_002);
+    let mut all: Vec<Value> = env.json(&["segment", "ls", "--table", "orders", "--json"]);
+    all.sort_by_key(|s| s["id"].as_i64().unwrap());
+    let (old, new) = (&all[all.len() - 2], &all[all.len() - 1]);
+    let partition = old["partition"].as_u64().unwrap() as u32;
+    assert_eq!(new["partition"], old["partition"]);
+    env.run_task(
+        "prebuild",
+        &json!({"table": "orders", "partition": partition}),
+    );
+    let report = env.run_task(
+        "merge",
+        &json!({"table": "orders", "partition": partition, "segment_ids": [old["id"], new["id"]]}),
+    );
+    assert_eq!(report["outcome"], "merged", "{report}");
+    let all: Vec<Value> = env.json(&["segment", "ls", "--table", "orders", "--json"]);
+    let state = |id: &Value| all.iter().find(|s| &s["id"] == id).unwrap().clone();
+    assert_eq!(state(&old["id"])["state"], "dropped");
+    assert_eq!(state(&new["id"])["state"], "replaced");
+    assert_eq!(
+        state(&new["id"])["replaced_by"],
+        report["new_segment_ids"][0]
+    );
+}

@@ -95,6 +95,31 @@ pub struct NewSegment {
     pub max_comparison: Option<f64>,
 }
 
+impl NewSegment {
+    /// The catalog entry for a file the segment writer produced, under its layout key; the
+    /// caller uploads the file to `object_key` before registering the entry.
+    pub fn for_written(
+        table: &str,
+        partition: u32,
+        sequence: i64,
+        name: String,
+        written: &crate::segment::WrittenSegment,
+    ) -> NewSegment {
+        NewSegment {
+            table: table.to_string(),
+            partition,
+            sequence,
+            object_key: crate::storage::layout::segment_key(table, partition, &name),
+            name,
+            row_count: written.rows,
+            byte_size: written.bytes,
+            checksum: written.checksum.clone(),
+            min_comparison: written.min_comparison,
+            max_comparison: written.max_comparison,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SegmentRow {
     pub id: i64,

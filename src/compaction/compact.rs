@@ -12,7 +12,6 @@ use crate::catalog::{NewSegment, ReplaceOutcome, SegmentState};
 use crate::faults::pause_point;
 use crate::segment::new_segment_name;
 use crate::snapshot::build::{fetch_segment, PermanentError};
-use crate::storage::layout;
 use crate::tasks::Services;
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,22 +115,12 @@ pub async fn compact(
         .await??
     };
     report.row_groups = row_groups;
-    let object_key = layout::segment_key(table_name, partition, &name);
+    let output = NewSegment::for_written(table_name, partition, segment.sequence, name, &written);
     pause_point("compact:before_upload").await;
-    store.put_file_once(&object_key, &local_output).await?;
+    store
+        .put_file_once(&output.object_key, &local_output)
+        .await?;
     pause_point("compact:after_upload").await;
-    let output = NewSegment {
-        table: table_name.to_string(),
-        partition,
-        sequence: segment.sequence,
-        name,
-        object_key,
-        row_count: written.rows,
-        byte_size: written.bytes,
-        checksum: written.checksum.clone(),
-        min_comparison: written.min_comparison,
-        max_comparison: written.max_comparison,
-    };
     tracing::debug!(job = ?job_id, segment = segment_id, rows = written.rows, "compacted segment written; swapping");
     let outcome = catalog
         .replace_segments(

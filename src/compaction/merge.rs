@@ -28,7 +28,6 @@ use crate::catalog::{NewSegment, ReplaceOutcome, SegmentRow, SegmentState, Seque
 use crate::faults::pause_point;
 use crate::segment::new_segment_name;
 use crate::snapshot::build::{fetch_segment, PermanentError};
-use crate::storage::layout;
 use crate::tasks::Services;
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,28 +174,14 @@ pub async fn merge(
         report.row_groups.decoded_row_groups += stats.decoded_row_groups;
         report.row_groups.skipped_row_groups += stats.skipped_row_groups;
         let name = new_segment_name(table_name, partition, sequence);
-        let object_key = layout::segment_key(table_name, partition, &name);
+        let output = NewSegment::for_written(table_name, partition, sequence, name, &written);
         pause_point("merge:before_upload").await;
         services
             .store
-            .put_file_once(&object_key, &local_output)
+            .put_file_once(&output.object_key, &local_output)
             .await?;
         let sources: Vec<i64> = group.iter().map(|&index| inputs[index].id).collect();
-        outputs.push((
-            NewSegment {
-                table: table_name.to_string(),
-                partition,
-                sequence,
-                name,
-                object_key,
-                row_count: written.rows,
-                byte_size: written.bytes,
-                checksum: written.checksum,
-                min_comparison: written.min_comparison,
-                max_comparison: written.max_comparison,
-            },
-            sources,
-        ));
+        outputs.push((output, sources));
     }
     pause_point("merge:after_upload").await;
     tracing::debug!(job = ?job_id, inputs = ?report.input_segment_ids, outputs = outputs.len(), "merged segments written; swapping");

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::catalog::{Catalog, NewSegment};
 use crate::segment::{new_segment_name, SegmentWriter, WriteOptions};
-use crate::storage::{layout, Store};
+use crate::storage::Store;
 use crate::table::TableConfig;
 
 pub use columns::RowBuilder;
@@ -247,21 +247,10 @@ async fn write_and_upload(
         })
         .await??
     };
-    let object_key = layout::segment_key(&table.name, cut.partition, &name);
-    store.put_file_once(&object_key, &local).await?;
+    let segment = NewSegment::for_written(&table.name, cut.partition, sequence, name, &written);
+    store.put_file_once(&segment.object_key, &local).await?;
     let _ = tokio::fs::remove_file(&local).await;
-    Ok(NewSegment {
-        table: table.name.clone(),
-        partition: cut.partition,
-        sequence,
-        name,
-        object_key,
-        row_count: written.rows,
-        byte_size: written.bytes,
-        checksum: written.checksum,
-        min_comparison: written.min_comparison,
-        max_comparison: written.max_comparison,
-    })
+    Ok(segment)
 }
 
 /// Best effort: objects of a failed ingest are deleted now; what a crash leaves, GC collects.

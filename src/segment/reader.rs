@@ -108,18 +108,8 @@ impl SegmentFile {
         index: usize,
         batch_rows: usize,
     ) -> Result<BatchIter, SegmentError> {
-        let reader = Self::builder(&self.path)?
-            .with_row_groups(vec![index])
-            .with_batch_size(batch_rows.max(1))
-            .build()
-            .map_err(|source| SegmentError::Corrupt {
-                path: self.path.display().to_string(),
-                source,
-            })?;
-        Ok(BatchIter {
-            path: self.path.display().to_string(),
-            reader,
-        })
+        let builder = Self::builder(&self.path)?.with_row_groups(vec![index]);
+        self.batches(builder, batch_rows)
     }
 
     /// Batches of only the named columns (in file order), or of all columns when `columns` is None.
@@ -146,18 +136,23 @@ impl SegmentFile {
                 ProjectionMask::roots(builder.parquet_schema(), indices)
             }
         };
+        self.batches(builder.with_projection(mask), batch_rows)
+    }
+
+    fn batches(
+        &self,
+        builder: ParquetRecordBatchReaderBuilder<File>,
+        batch_rows: usize,
+    ) -> Result<BatchIter, SegmentError> {
+        let path = self.path.display().to_string();
         let reader = builder
-            .with_projection(mask)
             .with_batch_size(batch_rows.max(1))
             .build()
             .map_err(|source| SegmentError::Corrupt {
-                path: self.path.display().to_string(),
+                path: path.clone(),
                 source,
             })?;
-        Ok(BatchIter {
-            path: self.path.display().to_string(),
-            reader,
-        })
+        Ok(BatchIter { path, reader })
     }
 }
 

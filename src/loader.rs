@@ -157,14 +157,7 @@ pub async fn bootstrap(
         snapshot = None;
     }
     if let Some(snapshot) = snapshot {
-        let manifest_bytes = store.get(&snapshot.manifest_key).await?;
-        check_sum(
-            "manifest",
-            &snapshot.manifest_key,
-            &snapshot.manifest_checksum,
-            &manifest_bytes,
-        )?;
-        let manifest = Manifest::parse(&snapshot.manifest_key, &manifest_bytes)?;
+        let manifest = load_manifest(store, &snapshot).await?;
         for covered in &manifest.segments {
             let Some(now) = online.iter().find(|s| s.id == covered.id) else {
                 return Err(LoaderError::SegmentGone {
@@ -357,7 +350,27 @@ fn open_db(dir: &Path, format_version: i32) -> anyhow::Result<DB> {
     DB::open(&options, dir).with_context(|| format!("cannot open a RocksDB at {}", dir.display()))
 }
 
-async fn load_bitmap(store: &Store, file: &FileEntry, rows: u64) -> anyhow::Result<RoaringBitmap> {
+/// Fetches a snapshot's manifest and checks it against the catalog's checksum.
+pub async fn load_manifest(
+    store: &Store,
+    snapshot: &crate::catalog::SnapshotRow,
+) -> anyhow::Result<Manifest> {
+    let bytes = store.get(&snapshot.manifest_key).await?;
+    check_sum(
+        "manifest",
+        &snapshot.manifest_key,
+        &snapshot.manifest_checksum,
+        &bytes,
+    )?;
+    Ok(Manifest::parse(&snapshot.manifest_key, &bytes)?)
+}
+
+/// Fetches a bitmap listed in a manifest, checks its checksum and that it fits `rows` rows.
+pub async fn load_bitmap(
+    store: &Store,
+    file: &FileEntry,
+    rows: u64,
+) -> anyhow::Result<RoaringBitmap> {
     let bytes = store.get(&file.key).await?;
     check_sum("bitmap", &file.key, &file.checksum, &bytes)?;
     parse_bitmap(&file.key, &bytes, rows)

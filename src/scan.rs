@@ -7,17 +7,15 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use parquet::arrow::ArrowWriter;
 
 use roaring::RoaringBitmap;
 
 use crate::catalog::Catalog;
-use crate::loader::{bootstrap, parse_bitmap, BootstrapOptions};
-use crate::segment::SegmentFile;
-use crate::snapshot::Manifest;
-use crate::storage::{layout, sha256_hex, Store};
+use crate::loader::{bootstrap, load_bitmap, load_manifest, BootstrapOptions};
+use crate::segment::{selection_mask, SegmentFile};
+use crate::storage::{layout, Store};
 use crate::table::TableConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -142,13 +140,7 @@ async fn scan_pinned(
             table.name
         );
     };
-    let bytes = store.get(&row.manifest_key).await?;
-    anyhow::ensure!(
-        sha256_hex(&bytes) == row.manifest_checksum,
-        "manifest {} does not match its checksum in the catalog",
-        row.manifest_key
-    );
-    let manifest = Manifest::parse(&row.manifest_key, &bytes)?;
+    let manifest = load_manifest(store, &row).await?;
     let work = tempfile::Builder::new()
         .prefix("minion-scan-")
         .tempdir_in(&options.staging_dir)?;
@@ -158,13 +150,7 @@ async fn scan_pinned(
             ScanRows::Queryable => &entry.queryable,
             ScanRows::Valid => &entry.valid,
         };
-        let bitmap_bytes = store.get(&file.key).await?;
-        anyhow::ensure!(
-            sha256_hex(&bitmap_bytes) == file.checksum,
-            "bitmap {} does not match its checksum in manifest {version}",
-            file.key
-        );
-        let selected = parse_bitmap(&file.key, &bitmap_bytes, entry.rows)?;
+        let selected = load_bitmap(store, file, entry.rows).await?;
         if selected.is_empty() {
             continue;
         }
@@ -194,9 +180,7 @@ fn write_selected(
     let mut written = 0u64;
     for batch in reader.read(None, 8192)? {
         let batch = batch?;
-        let mask: BooleanArray = (0..batch.num_rows() as u32)
-            .map(|i| Some(selected.contains(doc_id + i)))
-            .collect();
+        let mask = selection_mask(selected, doc_id, batch.num_rows());
         doc_id += batch.num_rows() as u32;
         let kept = filter_record_batch(&batch, &mask)?;
         written += kept.num_rows() as u64;

@@ -142,12 +142,31 @@ async fn queue_bench(context: &Context, args: QueueBenchArgs) -> anyhow::Result<
         figures["pickup_ms_p95"].as_f64().unwrap_or(0.0),
         figures["pickup_ms_p99"].as_f64().unwrap_or(0.0),
     );
-    if let Some(parent) = args.output.parent() {
+    write_figures(&args.output, &figures)
+}
+
+/// Writes a benchmark's figures as JSON to `path`, creating its directory.
+pub(super) fn write_figures(
+    path: &std::path::Path,
+    figures: &serde_json::Value,
+) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&args.output, serde_json::to_string_pretty(&figures)?)?;
-    println!("figures written to {}", args.output.display());
+    std::fs::write(path, serde_json::to_string_pretty(figures)?)?;
+    println!("figures written to {}", path.display());
     Ok(())
+}
+
+/// The directory of a local-directory store: the benchmarks' DuckDB baselines read the same
+/// files, so they refuse other stores.
+pub(super) fn local_store_dir(context: &Context, bench: &str) -> anyhow::Result<PathBuf> {
+    let store = &context.settings.store;
+    anyhow::ensure!(
+        !store.contains("://") || store.starts_with("file://"),
+        "bench {bench} needs a local-directory store (the DuckDB baseline reads the same files)"
+    );
+    Ok(PathBuf::from(store.trim_start_matches("file://")))
 }
 
 fn total_completed(stats: &[Arc<crate::worker::WorkerStats>]) -> u64 {

@@ -42,11 +42,7 @@ pub struct CompactBenchArgs {
 }
 
 pub async fn run(context: &Context, args: CompactBenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !context.settings.store.contains("://") || context.settings.store.starts_with("file://"),
-        "bench compact needs a local-directory store (DuckDB rewrites the same files)"
-    );
-    let store_dir = PathBuf::from(context.settings.store.trim_start_matches("file://"));
+    let store_dir = super::bench::local_store_dir(context, "compact")?;
     println!(
         "bench compact: {} rows over {} keys, segments of {} rows",
         args.rows, args.keys, args.segment_rows
@@ -139,12 +135,7 @@ pub async fn run(context: &Context, args: CompactBenchArgs) -> anyhow::Result<()
         "row counts differ between the rewrites: {figures}"
     );
     println!("{}", serde_json::to_string_pretty(&figures)?);
-    if let Some(parent) = args.output.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.output, serde_json::to_string_pretty(&figures)?)?;
-    println!("figures written to {}", args.output.display());
-    Ok(())
+    super::bench::write_figures(&args.output, &figures)
 }
 
 struct Case {

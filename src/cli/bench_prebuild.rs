@@ -35,11 +35,7 @@ pub struct PrebuildBenchArgs {
 }
 
 pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<()> {
-    let store_dir = PathBuf::from(context.settings.store.trim_start_matches("file://"));
-    anyhow::ensure!(
-        !context.settings.store.contains("://") || context.settings.store.starts_with("file://"),
-        "bench prebuild needs a local-directory store (the DuckDB baseline reads the same files)"
-    );
+    let store_dir = super::bench::local_store_dir(context, "prebuild")?;
     let catalog = context.catalog().await?;
     println!("bench prebuild: {} rows over {} keys", args.rows, args.keys);
     let (name, _table) = bench_table(context, args.rows, args.keys, args.segment_rows).await?;
@@ -153,12 +149,7 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
         "bootstrap_speedup": bootstrap_seconds[1] / bootstrap_seconds[0],
     });
     println!("{}", serde_json::to_string_pretty(&figures)?);
-    if let Some(parent) = args.output.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.output, serde_json::to_string_pretty(&figures)?)?;
-    println!("figures written to {}", args.output.display());
-    Ok(())
+    super::bench::write_figures(&args.output, &figures)
 }
 
 /// Creates a one-partition copy of the example `orders` table under a fresh name and ingests a

@@ -170,9 +170,7 @@ pub async fn merge(
             })
             .await??
         };
-        report.row_groups.copied_row_groups += stats.copied_row_groups;
-        report.row_groups.decoded_row_groups += stats.decoded_row_groups;
-        report.row_groups.skipped_row_groups += stats.skipped_row_groups;
+        report.row_groups.add(&stats);
         let name = new_segment_name(table_name, partition, sequence);
         let output = NewSegment::for_written(table_name, partition, sequence, name, &written);
         pause_point("merge:before_upload").await;

@@ -31,12 +31,11 @@ use roaring::RoaringBitmap;
 use serde_json::json;
 
 use crate::catalog::SegmentRow;
-use crate::loader::parse_bitmap;
+use crate::loader::{load_bitmap, load_manifest};
 use crate::queue::NewJob;
 use crate::snapshot::build::PermanentError;
 use crate::snapshot::manifest::ManifestSegment;
 use crate::snapshot::Manifest;
-use crate::storage::sha256_hex;
 use crate::tasks::{prebuild, Services};
 
 /// The newest published snapshot of a partition, its manifest read and checksum-verified.
@@ -54,15 +53,7 @@ impl CoveringSnapshot {
         let Some(snapshot) = services.catalog.latest_snapshot(table, partition).await? else {
             return Ok(None);
         };
-        let bytes = services.store.get(&snapshot.manifest_key).await?;
-        if sha256_hex(&bytes) != snapshot.manifest_checksum {
-            return Err(PermanentError(format!(
-                "manifest {} does not match its checksum in the catalog; rebuild the partition's snapshot with `minion run prebuild`",
-                snapshot.manifest_key
-            ))
-            .into());
-        }
-        let manifest = Manifest::parse(&snapshot.manifest_key, &bytes)?;
+        let manifest = load_manifest(&services.store, &snapshot).await?;
         Ok(Some(CoveringSnapshot {
             version: snapshot.version,
             manifest,
@@ -97,16 +88,8 @@ impl CoveringSnapshot {
             ))
             .into());
         }
-        let bytes = services.store.get(&entry.valid.key).await?;
-        if sha256_hex(&bytes) != entry.valid.checksum {
-            return Err(PermanentError(format!(
-                "bitmap {} does not match its checksum in manifest {version}; rebuild the snapshot with `minion run prebuild`",
-                entry.valid.key
-            ))
-            .into());
-        }
-        let valid = parse_bitmap(&entry.valid.key, &bytes, segment.row_count as u64)
-            .map_err(|err| PermanentError(format!("{err:#}")))?;
+        // Checksum and bounds failures are permanent (`tasks::classify`): the job is discarded.
+        let valid = load_bitmap(&services.store, &entry.valid, segment.row_count as u64).await?;
         debug_assert_eq!(valid.len(), entry.valid_docs);
         Ok(valid)
     }

@@ -7,12 +7,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use arrow::array::{BooleanArray, BooleanBufferBuilder};
 use arrow::compute::filter_record_batch;
 use roaring::RoaringBitmap;
 use serde::Serialize;
 
-use crate::segment::{SegmentFile, SegmentWriter, WriteOptions, WrittenSegment};
+use crate::segment::{selection_mask, SegmentFile, SegmentWriter, WriteOptions, WrittenSegment};
 use crate::table::TableConfig;
 
 /// One input: a local copy of a segment and its rows to keep.
@@ -32,7 +31,7 @@ pub struct RewriteStats {
 }
 
 impl RewriteStats {
-    fn add(&mut self, other: &RewriteStats) {
+    pub fn add(&mut self, other: &RewriteStats) {
         self.copied_row_groups += other.copied_row_groups;
         self.decoded_row_groups += other.decoded_row_groups;
         self.skipped_row_groups += other.skipped_row_groups;
@@ -105,29 +104,4 @@ fn append_valid_rows(
         first_doc = docs.end;
     }
     Ok(stats)
-}
-
-/// The filter for docIds `first..first + rows`: true where `valid` holds the docId. Walks only
-/// the bitmap's members in that range.
-pub fn selection_mask(valid: &RoaringBitmap, first: u32, rows: usize) -> BooleanArray {
-    let mut bits = BooleanBufferBuilder::new(rows);
-    bits.append_n(rows, false);
-    for doc in valid.range(first..first + rows as u32) {
-        bits.set_bit((doc - first) as usize, true);
-    }
-    BooleanArray::new(bits.finish(), None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_mask_marks_exactly_the_members_in_range() {
-        let valid: RoaringBitmap = [0u32, 5, 9, 10, 11, 70_000].into_iter().collect();
-        let mask = selection_mask(&valid, 5, 6);
-        let marked: Vec<bool> = mask.iter().map(Option::unwrap).collect();
-        assert_eq!(marked, vec![true, false, false, false, true, true]);
-        assert_eq!(selection_mask(&valid, 100, 3).true_count(), 0);
-    }
 }

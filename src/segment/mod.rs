@@ -6,6 +6,9 @@
 mod reader;
 mod writer;
 
+use arrow::array::{BooleanArray, BooleanBufferBuilder};
+use roaring::RoaringBitmap;
+
 pub use reader::{SegmentFile, SegmentInfo};
 pub use writer::{SegmentWriter, WriteOptions, WrittenSegment};
 
@@ -48,6 +51,17 @@ pub fn new_segment_name(table: &str, partition: u32, sequence: i64) -> String {
     let millis = chrono::Utc::now().timestamp_millis();
     let suffix: u32 = rand::random();
     format!("{table}__{partition}__{sequence}__{millis}_{suffix:08x}")
+}
+
+/// The filter for docIds `first..first + rows`: true where `valid` holds the docId. Walks only
+/// the bitmap's members in that range.
+pub fn selection_mask(valid: &RoaringBitmap, first: u32, rows: usize) -> BooleanArray {
+    let mut bits = BooleanBufferBuilder::new(rows);
+    bits.append_n(rows, false);
+    for doc in valid.range(first..first + rows as u32) {
+        bits.set_bit((doc - first) as usize, true);
+    }
+    BooleanArray::new(bits.finish(), None)
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@ use std::sync::Arc;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 
+use roaring::RoaringBitmap;
+
 use super::*;
 use crate::ingest::{GenerateOptions, Generator};
 use crate::table::TableConfig;
@@ -165,4 +167,13 @@ fn spliced_row_groups_read_back_in_place_with_their_comparison_range() {
     };
     assert_eq!(written.min_comparison, Some(min));
     assert_eq!(written.max_comparison, Some(max));
+}
+
+#[test]
+fn the_mask_marks_exactly_the_members_in_range() {
+    let valid: RoaringBitmap = [0u32, 5, 9, 10, 11, 70_000].into_iter().collect();
+    let mask = selection_mask(&valid, 5, 6);
+    let marked: Vec<bool> = mask.iter().map(Option::unwrap).collect();
+    assert_eq!(marked, vec![true, false, false, false, true, true]);
+    assert_eq!(selection_mask(&valid, 100, 3).true_count(), 0);
 }

@@ -34,6 +34,10 @@ pub struct PrebuildFileConfig {
     pub max_run_entries: Option<usize>,
     /// Entries per SST file.
     pub sst_max_entries: Option<u64>,
+    /// Most key ranges a resolution is split into (default 8; one per million entries).
+    pub max_key_ranges: Option<usize>,
+    /// Threads resolving key ranges at once (default: the machine's cores).
+    pub resolve_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -121,6 +125,14 @@ impl Settings {
                         .prebuild
                         .sst_max_entries
                         .unwrap_or(defaults.sst_max_entries),
+                    max_key_ranges: file
+                        .prebuild
+                        .max_key_ranges
+                        .unwrap_or(defaults.max_key_ranges),
+                    resolve_threads: file
+                        .prebuild
+                        .resolve_threads
+                        .unwrap_or(defaults.resolve_threads),
                 }
             },
             staging_dir: file.staging_dir.unwrap_or_else(std::env::temp_dir),

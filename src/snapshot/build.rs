@@ -11,16 +11,18 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::Serialize;
 
-use super::keyrun::{build_run, RunReader};
+use super::keyrun::{build_run, RunFile, RunReader};
 use super::manifest::{FileEntry, KeyFile, Manifest, ManifestSegment, FORMAT};
+use super::ranges::{resolve_in_ranges, RangePlan};
 use super::record::ComparisonKind;
 use super::resolve::{resolve, Resolution, Source, TtlSettings};
 use super::sst::{sst_options, SstSplitter};
 use crate::catalog::{Catalog, NewSnapshot, PublishOutcome, SegmentRow, SegmentState};
 use crate::storage::{layout, sha256_file, sha256_hex, StorageError, Store};
-use crate::table::TableConfig;
+use crate::table::{PrimaryKeyHash, TableConfig};
 
 #[derive(Debug, Clone)]
 pub struct PrebuildOptions {
@@ -30,6 +32,11 @@ pub struct PrebuildOptions {
     pub sst_format_version: i32,
     /// Entries per SST file.
     pub sst_max_entries: u64,
+    /// Most key ranges a partition's resolution is split into (one per million entries); each
+    /// range writes its own SST file(s).
+    pub max_key_ranges: usize,
+    /// Threads resolving key ranges at once, and key runs built at once.
+    pub resolve_threads: usize,
 }
 
 impl Default for PrebuildOptions {
@@ -39,6 +46,8 @@ impl Default for PrebuildOptions {
             max_run_entries: 2_000_000,
             sst_format_version: super::sst::DEFAULT_FORMAT_VERSION,
             sst_max_entries: 50_000_000,
+            max_key_ranges: 8,
+            resolve_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -125,22 +134,16 @@ pub async fn prebuild(
             )
         })?;
     let phase = Instant::now();
-    // Two runs at a time: building one is CPU-bound (decode, hash, sort) on one core.
-    let mut ensured: Vec<anyhow::Result<(PathBuf, bool)>> = Vec::with_capacity(segments.len());
-    for pair in segments.chunks(2) {
-        let first = ensure_run(store, &table, &pair[0], workdir.path(), options);
-        let second = async {
-            match pair.get(1) {
-                Some(segment) => {
-                    Some(ensure_run(store, &table, segment, workdir.path(), options).await)
-                }
-                None => None,
-            }
-        };
-        let (first, second) = tokio::join!(first, second);
-        ensured.push(first);
-        ensured.extend(second);
-    }
+    // One run per core at a time: building one is CPU-bound (decode, hash, sort) on one core.
+    let (table_ref, work_path) = (&table, workdir.path());
+    let ensured: Vec<anyhow::Result<(PathBuf, bool)>> =
+        futures::stream::iter(segments.clone())
+            .map(|segment| async move {
+                ensure_run(store, table_ref, &segment, work_path, options).await
+            })
+            .buffered(options.resolve_threads.max(1))
+            .collect()
+            .await;
     let mut run_paths = Vec::with_capacity(segments.len());
     for result in ensured {
         let (path, reused) = result?;
@@ -165,10 +168,10 @@ pub async fn prebuild(
     let kind = ComparisonKind::of_table(&table);
     let ttl = TtlSettings::of(&table);
     let (resolution, sst_files) = {
-        let (dir, format_version, max_entries) = (
+        let (dir, format_version, options) = (
             workdir.path().to_path_buf(),
             options.sst_format_version,
-            options.sst_max_entries,
+            options.clone(),
         );
         tokio::task::spawn_blocking(move || {
             resolve_to_files(
@@ -178,7 +181,7 @@ pub async fn prebuild(
                 ttl,
                 &dir,
                 format_version,
-                max_entries,
+                &options,
             )
         })
         .await??
@@ -318,7 +321,13 @@ async fn ensure_run(
     let local_run = workdir.join(format!("{}.run", segment.id));
     match store.download_to(&run_key, &local_run).await {
         Ok(_) => {
-            let header = RunReader::open(&local_run)?.header;
+            // Verified whole here: the resolution reads it in slices and cannot.
+            let header = {
+                let path = local_run.clone();
+                tokio::task::spawn_blocking(move || RunFile::open(&path, true))
+                    .await??
+                    .header
+            };
             if header.segment_checksum != segment.checksum {
                 return Err(PermanentError(format!(
                     "key run {run_key} was built from other content than segment {} (checksum {}); delete the run object and prebuild again",
@@ -390,6 +399,8 @@ pub(crate) async fn fetch_segment(
     Ok(())
 }
 
+/// Resolves the runs at `run_paths` (already verified, or written by this process) and writes
+/// the key metadata as SST files into `dir`; returns the resolution and the files in key order.
 pub(crate) fn resolve_to_files(
     run_paths: &[PathBuf],
     sources: &[Source],
@@ -397,14 +408,38 @@ pub(crate) fn resolve_to_files(
     ttl: TtlSettings,
     dir: &Path,
     format_version: i32,
-    max_entries: u64,
+    options: &PrebuildOptions,
 ) -> anyhow::Result<(Resolution, Vec<(PathBuf, u64)>)> {
+    let max_entries = options.sst_max_entries;
+    let options_for_ranges = (options.max_key_ranges, options.resolve_threads);
+    let options = sst_options(format_version);
+    let runs = run_paths
+        .iter()
+        .map(|p| RunFile::open(p, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    if runs
+        .iter()
+        .all(|run| run.header.primary_key_hash == PrimaryKeyHash::Xxh3_128)
+    {
+        let entries = runs.iter().map(|run| run.header.entries).sum();
+        let (max_ranges, threads) = options_for_ranges;
+        let plan = RangePlan::for_entries(entries, max_ranges, threads);
+        let (resolution, files) = resolve_in_ranges(&runs, sources, kind, ttl, plan, |range| {
+            Ok(SstSplitter::new(
+                &options,
+                dir,
+                &format!("keys-{range}"),
+                max_entries,
+            ))
+        })?;
+        return Ok((resolution, files.into_iter().flatten().collect()));
+    }
+    drop(runs);
     let readers = run_paths
         .iter()
         .map(|p| RunReader::open(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let options = sst_options(format_version);
-    let mut splitter = SstSplitter::new(&options, dir, max_entries);
+    let mut splitter = SstSplitter::new(&options, dir, "keys", max_entries);
     let resolution = resolve(readers, sources, kind, ttl, |key, record| {
         splitter.put(key, &record.encode())
     })?;

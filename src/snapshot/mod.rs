@@ -6,6 +6,7 @@
 pub mod build;
 pub mod keyrun;
 pub mod manifest;
+pub mod ranges;
 pub mod record;
 pub mod resolve;
 pub mod sst;

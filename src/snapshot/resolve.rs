@@ -58,15 +58,124 @@ pub struct Resolution {
     pub metadata_watermark: Option<f64>,
 }
 
-struct Candidate {
-    source: usize,
-    comparison: u64,
-    doc_id: u32,
-    deleted: bool,
+/// A row competing to be its key's winner.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    /// Index into the sources (and runs).
+    pub source: usize,
+    pub comparison: u64,
+    pub doc_id: u32,
+    pub deleted: bool,
+}
+
+impl Candidate {
+    /// Whether `self` wins over `other`: larger (comparison, segment sequence, docId).
+    pub fn beats(&self, other: &Candidate, sources: &[Source]) -> bool {
+        (self.comparison, sources[self.source].sequence, self.doc_id)
+            > (
+                other.comparison,
+                sources[other.source].sequence,
+                other.doc_id,
+            )
+    }
+}
+
+/// What happens to each key once its winner is known: bitmaps, TTLs and counts. Shared by the
+/// sequential merge and by each key range of the parallel one.
+pub(crate) struct Resolver<'a> {
+    sources: &'a [Source],
+    kind: ComparisonKind,
+    deleted_cutoff: Option<f64>,
+    metadata_cutoff: Option<f64>,
+    valid: BitmapBuilder,
+    queryable: BitmapBuilder,
+    counts: Resolution,
+}
+
+impl<'a> Resolver<'a> {
+    /// `largest` is the largest sortable comparison over every covered row (TTLs count back
+    /// from it), whichever part of the key space this resolver sees.
+    pub fn new(
+        sources: &'a [Source],
+        kind: ComparisonKind,
+        ttl: TtlSettings,
+        largest: Option<u64>,
+    ) -> Resolver<'a> {
+        let largest_f64 = largest.map(|l| kind.to_f64(l));
+        let metadata_cutoff = ttl.metadata_ttl.zip(largest_f64).map(|(t, l)| l - t);
+        Resolver {
+            sources,
+            kind,
+            deleted_cutoff: ttl.deleted_keys_ttl.zip(largest_f64).map(|(t, l)| l - t),
+            metadata_cutoff,
+            valid: BitmapBuilder::new(sources.len()),
+            queryable: BitmapBuilder::new(sources.len()),
+            counts: Resolution {
+                largest_comparison: largest,
+                metadata_watermark: metadata_cutoff,
+                ..Resolution::default()
+            },
+        }
+    }
+
+    /// Settles a key whose winner is `best` among `rows_of_key` rows; returns the record to
+    /// write to key metadata, if the key stays there.
+    pub fn settle(&mut self, best: &Candidate, rows_of_key: u64) -> Option<KeyRecord> {
+        let value = self.kind.to_f64(best.comparison);
+        let expired = |cutoff: Option<f64>| cutoff.is_some_and(|cutoff| value < cutoff);
+        if best.deleted && rows_of_key == 1 && expired(self.deleted_cutoff) {
+            self.counts.forgotten_keys += 1;
+            return None;
+        }
+        self.valid.insert(best.source, best.doc_id);
+        if !best.deleted {
+            self.queryable.insert(best.source, best.doc_id);
+        }
+        self.counts.live_keys += 1;
+        if expired(self.metadata_cutoff) {
+            return None;
+        }
+        self.counts.metadata_keys += 1;
+        Some(KeyRecord {
+            segment_id: self.sources[best.source].segment_id,
+            doc_id: best.doc_id,
+            comparison: self.kind.natural_from_sortable(best.comparison),
+            deleted: best.deleted,
+        })
+    }
+
+    pub fn finish(self) -> Resolution {
+        Resolution {
+            valid: self.valid.finish(),
+            queryable: self.queryable.finish(),
+            ..self.counts
+        }
+    }
+}
+
+impl Resolution {
+    /// Adds the resolution of another, disjoint, part of the key space.
+    pub fn absorb(&mut self, other: Resolution) {
+        debug_assert_eq!(self.largest_comparison, other.largest_comparison);
+        if self.valid.is_empty() {
+            self.valid = other.valid;
+            self.queryable = other.queryable;
+        } else {
+            for (mine, theirs) in self.valid.iter_mut().zip(other.valid) {
+                *mine |= theirs;
+            }
+            for (mine, theirs) in self.queryable.iter_mut().zip(other.queryable) {
+                *mine |= theirs;
+            }
+        }
+        self.metadata_keys += other.metadata_keys;
+        self.live_keys += other.live_keys;
+        self.forgotten_keys += other.forgotten_keys;
+    }
 }
 
 /// Resolves winners over `runs` (run i belongs to `sources[i]`), calling `emit` with each key
-/// that goes into key metadata, in key order.
+/// that goes into key metadata, in key order. Sequential; works for every key kind.
 pub fn resolve(
     runs: Vec<RunReader>,
     sources: &[Source],
@@ -76,16 +185,7 @@ pub fn resolve(
 ) -> anyhow::Result<Resolution> {
     debug_assert_eq!(runs.len(), sources.len());
     let largest = runs.iter().filter_map(|r| r.header.max_comparison).max();
-    let largest_f64 = largest.map(|l| kind.to_f64(l));
-    let deleted_cutoff = ttl.deleted_keys_ttl.zip(largest_f64).map(|(t, l)| l - t);
-    let metadata_cutoff = ttl.metadata_ttl.zip(largest_f64).map(|(t, l)| l - t);
-    let mut resolution = Resolution {
-        largest_comparison: largest,
-        metadata_watermark: metadata_cutoff,
-        ..Resolution::default()
-    };
-    let mut valid = BitmapBuilder::new(sources.len());
-    let mut queryable = BitmapBuilder::new(sources.len());
+    let mut resolver = Resolver::new(sources, kind, ttl, largest);
     let mut merged = MergedRuns::new(runs)?;
     while let Some((source, first)) = merged.next_entry()? {
         let mut best = Candidate {
@@ -98,41 +198,21 @@ pub fn resolve(
         while merged.peek().is_some_and(|next| next.same_key(&first)) {
             let (source, entry) = merged.next_entry()?.expect("peeked");
             rows_of_key += 1;
-            let candidate = (entry.comparison, sources[source].sequence, entry.doc_id);
-            if candidate > (best.comparison, sources[best.source].sequence, best.doc_id) {
-                best = Candidate {
-                    source,
-                    comparison: entry.comparison,
-                    doc_id: entry.doc_id,
-                    deleted: entry.deleted,
-                };
+            let candidate = Candidate {
+                source,
+                comparison: entry.comparison,
+                doc_id: entry.doc_id,
+                deleted: entry.deleted,
+            };
+            if candidate.beats(&best, sources) {
+                best = candidate;
             }
         }
-        let value = kind.to_f64(best.comparison);
-        if best.deleted && rows_of_key == 1 && deleted_cutoff.is_some_and(|cutoff| value < cutoff) {
-            resolution.forgotten_keys += 1;
-            continue;
+        if let Some(record) = resolver.settle(&best, rows_of_key) {
+            first.with_key(|key| emit(key, record))?;
         }
-        valid.insert(best.source, best.doc_id);
-        if !best.deleted {
-            queryable.insert(best.source, best.doc_id);
-        }
-        resolution.live_keys += 1;
-        if metadata_cutoff.is_some_and(|cutoff| value < cutoff) {
-            continue;
-        }
-        let record = KeyRecord {
-            segment_id: sources[best.source].segment_id,
-            doc_id: best.doc_id,
-            comparison: kind.natural_from_sortable(best.comparison),
-            deleted: best.deleted,
-        };
-        first.with_key(|key| emit(key, record))?;
-        resolution.metadata_keys += 1;
     }
-    resolution.valid = valid.finish();
-    resolution.queryable = queryable.finish();
-    Ok(resolution)
+    Ok(resolver.finish())
 }
 
 /// Builds one bitmap per source from docIds arriving in key order (random docId order). Single

@@ -21,20 +21,22 @@ pub fn sst_options(format_version: i32) -> Options {
     options
 }
 
-/// Writes sorted entries into `dir/keys-{n}.sst`, starting a new file every `max_entries`.
+/// Writes sorted entries into `dir/{name}-{n}.sst`, starting a new file every `max_entries`.
 pub struct SstSplitter<'a> {
     options: &'a Options,
     dir: PathBuf,
+    name: String,
     max_entries: u64,
     current: Option<(SstFileWriter<'a>, PathBuf, u64)>,
     files: Vec<(PathBuf, u64)>,
 }
 
 impl<'a> SstSplitter<'a> {
-    pub fn new(options: &'a Options, dir: &Path, max_entries: u64) -> SstSplitter<'a> {
+    pub fn new(options: &'a Options, dir: &Path, name: &str, max_entries: u64) -> SstSplitter<'a> {
         SstSplitter {
             options,
             dir: dir.to_path_buf(),
+            name: name.to_string(),
             max_entries: max_entries.max(1),
             current: None,
             files: Vec::new(),
@@ -50,7 +52,9 @@ impl<'a> SstSplitter<'a> {
             self.close_current()?;
         }
         if self.current.is_none() {
-            let path = self.dir.join(format!("keys-{}.sst", self.files.len()));
+            let path = self
+                .dir
+                .join(format!("{}-{}.sst", self.name, self.files.len()));
             let writer = SstFileWriter::create(self.options);
             writer.open(&path)?;
             self.current = Some((writer, path, 0));
@@ -73,5 +77,17 @@ impl<'a> SstSplitter<'a> {
     pub fn finish(mut self) -> anyhow::Result<Vec<(PathBuf, u64)>> {
         self.close_current()?;
         Ok(self.files)
+    }
+}
+
+impl super::ranges::KeySink for SstSplitter<'_> {
+    type Output = Vec<(PathBuf, u64)>;
+
+    fn put(&mut self, key: &[u8], record: super::record::KeyRecord) -> anyhow::Result<()> {
+        SstSplitter::put(self, key, &record.encode())
+    }
+
+    fn finish(self) -> anyhow::Result<Self::Output> {
+        SstSplitter::finish(self)
     }
 }

@@ -9,7 +9,8 @@ use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray}
 use proptest::prelude::*;
 use roaring::RoaringBitmap;
 
-use super::keyrun::{build_run, RunReader};
+use super::keyrun::{build_run, RunFile, RunReader};
+use super::ranges::{resolve_in_ranges, KeySink, RangePlan};
 use super::record::{ComparisonKind, KeyRecord};
 use super::resolve::{resolve, Source, TtlSettings};
 use crate::keys::{encode_key_into, metadata_key};
@@ -154,6 +155,7 @@ fn engine(
 ) -> Expected {
     let dir = tempfile::tempdir().unwrap();
     let mut readers = Vec::new();
+    let mut run_paths = Vec::new();
     let mut sources = Vec::new();
     for (index, rows) in segments.iter().enumerate() {
         let path = dir.path().join(format!("{index}.parquet"));
@@ -165,6 +167,7 @@ fn engine(
         let run = dir.path().join(format!("{index}.run"));
         build_run(&path, "x", table, &run, dir.path(), spill_at).unwrap();
         readers.push(RunReader::open(&run).unwrap());
+        run_paths.push(run);
         sources.push(Source {
             segment_id: 100 + index as u64,
             sequence: sequences[index],
@@ -189,7 +192,46 @@ fn engine(
         },
     )
     .unwrap();
-    (resolution.valid, resolution.queryable, metadata)
+    let sequential = (resolution.valid, resolution.queryable, metadata);
+    if table.primary_key_hash == PrimaryKeyHash::Xxh3_128 {
+        // The parallel path must agree exactly, however the key space is cut.
+        let runs: Vec<RunFile> = run_paths
+            .iter()
+            .map(|p| RunFile::open(p, true).unwrap())
+            .collect();
+        for ranges in [1, 3, 8] {
+            let plan = RangePlan { ranges, threads: 2 };
+            let (resolution, parts) =
+                resolve_in_ranges(&runs, &sources, ComparisonKind::Integer, ttl, plan, |_| {
+                    Ok(Collect::default())
+                })
+                .unwrap();
+            let keys: Vec<Vec<u8>> = parts.iter().flatten().map(|(k, _)| k.clone()).collect();
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "ranges in key order");
+            let metadata: BTreeMap<Vec<u8>, KeyRecord> = parts.into_iter().flatten().collect();
+            assert_eq!(resolution.metadata_keys, metadata.len() as u64);
+            let parallel = (resolution.valid, resolution.queryable, metadata);
+            assert_eq!(parallel, sequential, "{ranges} key ranges");
+        }
+    }
+    sequential
+}
+
+/// Collects one range's key metadata in memory.
+#[derive(Default)]
+struct Collect(Vec<(Vec<u8>, KeyRecord)>);
+
+impl KeySink for Collect {
+    type Output = Vec<(Vec<u8>, KeyRecord)>;
+
+    fn put(&mut self, key: &[u8], record: KeyRecord) -> anyhow::Result<()> {
+        self.0.push((key.to_vec(), record));
+        Ok(())
+    }
+
+    fn finish(self) -> anyhow::Result<Self::Output> {
+        Ok(self.0)
+    }
 }
 
 fn row_strategy() -> impl Strategy<Value = Row> {

@@ -126,14 +126,14 @@ pub async fn verify_partition(
     let recomputed_dir = workdir.path().join("recomputed");
     std::fs::create_dir_all(&recomputed_dir)?;
     let (resolution, recomputed_files) = {
-        let (dir, version, max) = (
+        let (dir, version, options) = (
             recomputed_dir.clone(),
             manifest.sst_format_version,
-            options.sst_max_entries,
+            options.clone(),
         );
         let sources = sources.clone();
         tokio::task::spawn_blocking(move || {
-            resolve_to_files(&run_paths, &sources, kind, ttl, &dir, version, max)
+            resolve_to_files(&run_paths, &sources, kind, ttl, &dir, version, &options)
         })
         .await??
     };

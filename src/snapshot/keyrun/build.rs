@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, ArrayRef, AsArray};
 
-use super::{MergedRuns, RunEntry, RunError, RunHeader, RunReader, RunWriter};
+use super::{HashedEntry, MergedRuns, RunEntry, RunError, RunHeader, RunReader, RunWriter};
 use crate::keys::{encode_key_into, metadata_key};
 use crate::segment::SegmentFile;
 use crate::snapshot::record::sortable_values;
@@ -85,25 +85,23 @@ pub fn build_run(
     max_entries_in_memory: usize,
 ) -> Result<RunHeader, RunError> {
     let limit = max_entries_in_memory.max(1);
-    let hashed = table.primary_key_hash == PrimaryKeyHash::Xxh3_128;
+    if table.primary_key_hash == PrimaryKeyHash::Xxh3_128 {
+        return build_hashed_run(segment, segment_checksum, table, out, workdir, limit);
+    }
     let mut chunk: Vec<RunEntry> = Vec::with_capacity(limit.min(1 << 20));
     let mut spills: Vec<PathBuf> = Vec::new();
     let mut max_comparison: Option<u64> = None;
     let entries = scan_keys(segment, table, |key, comparison, doc_id, deleted| {
         max_comparison = Some(max_comparison.map_or(comparison, |m| m.max(comparison)));
-        chunk.push(RunEntry::new(key, comparison, doc_id, deleted, hashed));
+        // Spill before the chunk grows past the limit, so a segment of exactly `limit` rows
+        // is sorted in memory and written once.
         if chunk.len() >= limit {
             spills.push(spill(&mut chunk, table, workdir, spills.len())?);
         }
+        chunk.push(RunEntry::new(key, comparison, doc_id, deleted, false));
         Ok(())
     })?;
-    let header = RunHeader {
-        format: 1,
-        primary_key_hash: table.primary_key_hash,
-        segment_checksum: segment_checksum.to_string(),
-        entries,
-        max_comparison,
-    };
+    let header = run_header(table, segment_checksum, entries, max_comparison);
     if spills.is_empty() {
         chunk.sort_unstable();
         let mut writer = RunWriter::create(out, &header)?;
@@ -117,11 +115,98 @@ pub fn build_run(
         spills.push(spill(&mut chunk, table, workdir, spills.len())?);
     }
     drop(chunk);
+    merge_spills(spills, &header, out)?;
+    Ok(header)
+}
+
+fn run_header(
+    table: &TableConfig,
+    segment_checksum: &str,
+    entries: u64,
+    max_comparison: Option<u64>,
+) -> RunHeader {
+    RunHeader {
+        format: 1,
+        primary_key_hash: table.primary_key_hash,
+        segment_checksum: segment_checksum.to_string(),
+        entries,
+        max_comparison,
+    }
+}
+
+/// [`build_run`] for hashed keys: 32-byte entries without allocation, sorted as plain tuples.
+fn build_hashed_run(
+    segment: &Path,
+    segment_checksum: &str,
+    table: &TableConfig,
+    out: &Path,
+    workdir: &Path,
+    limit: usize,
+) -> Result<RunHeader, RunError> {
+    let mut chunk: Vec<HashedEntry> = Vec::with_capacity(limit.min(1 << 21));
+    let mut spills: Vec<PathBuf> = Vec::new();
+    let mut max_comparison: Option<u64> = None;
+    let entries = scan_keys(segment, table, |key, comparison, doc_id, deleted| {
+        max_comparison = Some(max_comparison.map_or(comparison, |m| m.max(comparison)));
+        if chunk.len() >= limit {
+            spills.push(spill_hashed(&mut chunk, table, workdir, spills.len())?);
+        }
+        let key: [u8; 16] = key.try_into().expect("hashed keys are 16 bytes");
+        chunk.push(HashedEntry {
+            key: u128::from_be_bytes(key),
+            comparison,
+            doc_id,
+            deleted,
+        });
+        Ok(())
+    })?;
+    let header = run_header(table, segment_checksum, entries, max_comparison);
+    if spills.is_empty() {
+        chunk.sort_unstable();
+        let mut writer = RunWriter::create(out, &header)?;
+        for entry in &chunk {
+            writer.write_hashed(entry)?;
+        }
+        writer.finish()?;
+        return Ok(header);
+    }
+    if !chunk.is_empty() {
+        spills.push(spill_hashed(&mut chunk, table, workdir, spills.len())?);
+    }
+    drop(chunk);
+    merge_spills(spills, &header, out)?;
+    Ok(header)
+}
+
+fn spill_hashed(
+    chunk: &mut Vec<HashedEntry>,
+    table: &TableConfig,
+    workdir: &Path,
+    index: usize,
+) -> Result<PathBuf, RunError> {
+    chunk.sort_unstable();
+    let path = spill_path(workdir, index);
+    let header = run_header(table, "", chunk.len() as u64, None);
+    let mut writer = RunWriter::create(&path, &header)?;
+    for entry in chunk.iter() {
+        writer.write_hashed(entry)?;
+    }
+    writer.finish()?;
+    chunk.clear();
+    Ok(path)
+}
+
+fn spill_path(workdir: &Path, index: usize) -> PathBuf {
+    workdir.join(format!("spill-{index}-{:08x}.run", rand::random::<u32>()))
+}
+
+/// Merges sorted spill files into the run at `out`, then deletes them.
+fn merge_spills(spills: Vec<PathBuf>, header: &RunHeader, out: &Path) -> Result<(), RunError> {
     let readers = spills
         .iter()
         .map(|p| RunReader::open(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut writer = RunWriter::create(out, &header)?;
+    let mut writer = RunWriter::create(out, header)?;
     let mut merged = MergedRuns::new(readers)?;
     while let Some((_, entry)) = merged.next_entry()? {
         writer.write(&entry)?;
@@ -130,7 +215,7 @@ pub fn build_run(
     for path in spills {
         let _ = std::fs::remove_file(path);
     }
-    Ok(header)
+    Ok(())
 }
 
 fn spill(
@@ -140,14 +225,8 @@ fn spill(
     index: usize,
 ) -> Result<PathBuf, RunError> {
     chunk.sort_unstable();
-    let path = workdir.join(format!("spill-{index}-{:08x}.run", rand::random::<u32>()));
-    let header = RunHeader {
-        format: 1,
-        primary_key_hash: table.primary_key_hash,
-        segment_checksum: String::new(),
-        entries: chunk.len() as u64,
-        max_comparison: None,
-    };
+    let path = spill_path(workdir, index);
+    let header = run_header(table, "", chunk.len() as u64, None);
     let mut writer = RunWriter::create(&path, &header)?;
     for entry in chunk.iter() {
         writer.write(entry)?;

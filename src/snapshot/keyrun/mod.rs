@@ -13,15 +13,17 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 mod build;
+mod file;
 
 pub use build::{build_run, scan_keys};
+pub use file::{KeyRange, RangeReader, RunFile};
 
 use super::record::FLAG_DELETED;
 use crate::table::PrimaryKeyHash;
@@ -29,6 +31,42 @@ use crate::table::PrimaryKeyHash;
 const MAGIC: &[u8; 8] = b"MNKRUN01";
 const END_MAGIC: &[u8; 8] = b"MNKREND1";
 const HASHED_KEY_LEN: usize = 16;
+/// Bytes of one entry of a run with hashed keys: key, comparison, docId, flags.
+const HASHED_RECORD_LEN: usize = HASHED_KEY_LEN + 13;
+/// Bytes after the last entry: xxh3-64 and the end magic.
+const FOOTER_LEN: u64 = 16;
+
+/// One row of a segment whose keys are hashed: 32 bytes, no allocation, ordered like
+/// [`RunEntry`] (key, comparison, docId). The fast path of building and resolving runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HashedEntry {
+    /// The 16-byte key read big-endian, so integer order is byte order.
+    pub key: u128,
+    pub comparison: u64,
+    pub doc_id: u32,
+    pub deleted: bool,
+}
+
+impl HashedEntry {
+    fn encode(&self) -> [u8; HASHED_RECORD_LEN] {
+        let mut record = [0u8; HASHED_RECORD_LEN];
+        record[..16].copy_from_slice(&self.key.to_be_bytes());
+        record[16..24].copy_from_slice(&self.comparison.to_le_bytes());
+        record[24..28].copy_from_slice(&self.doc_id.to_le_bytes());
+        record[28] = if self.deleted { FLAG_DELETED } else { 0 };
+        record
+    }
+
+    fn decode(record: &[u8]) -> HashedEntry {
+        debug_assert_eq!(record.len(), HASHED_RECORD_LEN);
+        HashedEntry {
+            key: u128::from_be_bytes(record[..16].try_into().expect("16 bytes")),
+            comparison: u64::from_le_bytes(record[16..24].try_into().expect("8 bytes")),
+            doc_id: u32::from_le_bytes(record[24..28].try_into().expect("4 bytes")),
+            deleted: record[28] & FLAG_DELETED != 0,
+        }
+    }
+}
 
 /// One row of a segment, as prebuild sees it.
 ///
@@ -100,6 +138,18 @@ impl RunEntry {
     }
 }
 
+impl From<HashedEntry> for RunEntry {
+    fn from(entry: HashedEntry) -> RunEntry {
+        RunEntry {
+            prefix: entry.key,
+            rest: Box::default(),
+            comparison: entry.comparison,
+            doc_id: entry.doc_id,
+            deleted: entry.deleted,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunHeader {
     pub format: u32,
@@ -128,7 +178,9 @@ pub enum RunError {
 /// Writes entries in sorted order; the caller guarantees the order (checked in debug builds).
 pub struct RunWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: File,
+    /// Bytes not yet hashed and written: hashing 29-byte pieces one by one is slow.
+    pending: Vec<u8>,
     hasher: Xxh3,
     hashed_keys: bool,
     written: u64,
@@ -146,7 +198,8 @@ impl RunWriter {
         let file = File::create(path).map_err(io)?;
         let mut writer = RunWriter {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(1 << 20, file),
+            out: file,
+            pending: Vec::with_capacity(Self::BUFFER),
             hasher: Xxh3::new(),
             hashed_keys: header.primary_key_hash == PrimaryKeyHash::Xxh3_128,
             written: 0,
@@ -161,12 +214,34 @@ impl RunWriter {
         Ok(writer)
     }
 
+    const BUFFER: usize = 1 << 20;
+
     fn put(&mut self, bytes: &[u8]) -> Result<(), RunError> {
-        self.hasher.update(bytes);
-        self.out.write_all(bytes).map_err(|source| RunError::Io {
-            path: self.path.display().to_string(),
-            source,
-        })
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= Self::BUFFER {
+            self.flush_pending()?;
+        }
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<(), RunError> {
+        self.hasher.update(&self.pending);
+        self.out
+            .write_all(&self.pending)
+            .map_err(|source| RunError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes an entry of a run with hashed keys, without building a [`RunEntry`].
+    pub fn write_hashed(&mut self, entry: &HashedEntry) -> Result<(), RunError> {
+        debug_assert!(self.hashed_keys);
+        self.put(&entry.encode())?;
+        self.written += 1;
+        Ok(())
     }
 
     pub fn write(&mut self, entry: &RunEntry) -> Result<(), RunError> {
@@ -204,6 +279,7 @@ impl RunWriter {
 
     pub fn finish(mut self) -> Result<u64, RunError> {
         debug_assert_eq!(self.written, self.expected, "header entry count must match");
+        self.flush_pending()?;
         let digest = self.hasher.digest();
         let io = |source| RunError::Io {
             path: self.path.display().to_string(),
@@ -214,6 +290,37 @@ impl RunWriter {
         self.out.flush().map_err(io)?;
         Ok(self.written)
     }
+}
+
+/// Reads and checks the magic and header through `take`; returns the header and the offset of
+/// the first entry.
+fn read_header(
+    mut take: impl FnMut(&mut [u8]) -> Result<(), RunError>,
+    path: &str,
+) -> Result<(RunHeader, u64), RunError> {
+    let corrupt = |message: String| RunError::Corrupt {
+        path: path.to_string(),
+        message,
+    };
+    let mut magic = [0u8; 8];
+    take(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(corrupt("not a key run (bad magic)".into()));
+    }
+    let mut len = [0u8; 4];
+    take(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > 1 << 20 {
+        return Err(corrupt("header length is implausible".into()));
+    }
+    let mut header = vec![0u8; len];
+    take(&mut header)?;
+    let header: RunHeader =
+        serde_json::from_slice(&header).map_err(|err| corrupt(format!("bad header: {err}")))?;
+    if header.format != 1 {
+        return Err(corrupt(format!("unknown format {}", header.format)));
+    }
+    Ok((header, (MAGIC.len() + 4 + len) as u64))
 }
 
 /// Reads a run back, verifying its checksum when the last entry has been read.
@@ -247,24 +354,9 @@ impl RunReader {
             remaining: 0,
             hashed_keys: true,
         };
-        let mut magic = [0u8; 8];
-        reader.take(&mut magic)?;
-        if &magic != MAGIC {
-            return Err(reader.corrupt("not a key run (bad magic)"));
-        }
-        let mut len = [0u8; 4];
-        reader.take(&mut len)?;
-        let len = u32::from_le_bytes(len) as usize;
-        if len > 1 << 20 {
-            return Err(reader.corrupt("header length is implausible"));
-        }
-        let mut header = vec![0u8; len];
-        reader.take(&mut header)?;
-        reader.header = serde_json::from_slice(&header)
-            .map_err(|err| reader.corrupt(&format!("bad header: {err}")))?;
-        if reader.header.format != 1 {
-            return Err(reader.corrupt(&format!("unknown format {}", reader.header.format)));
-        }
+        let shown = reader.path.clone();
+        let (header, _) = read_header(|buffer| reader.take(buffer), &shown)?;
+        reader.header = header;
         reader.remaining = reader.header.entries;
         reader.hashed_keys = reader.header.primary_key_hash == PrimaryKeyHash::Xxh3_128;
         Ok(reader)
@@ -306,16 +398,9 @@ impl RunReader {
             )
         };
         if self.hashed_keys {
-            let mut record = [0u8; HASHED_KEY_LEN + 13];
+            let mut record = [0u8; HASHED_RECORD_LEN];
             self.take(&mut record)?;
-            let (comparison, doc_id, deleted) = decode(&record[16..]);
-            return Ok(Some(RunEntry {
-                prefix: u128::from_be_bytes(record[..16].try_into().expect("16 bytes")),
-                rest: Box::default(),
-                comparison,
-                doc_id,
-                deleted,
-            }));
+            return Ok(Some(HashedEntry::decode(&record).into()));
         }
         let mut len = [0u8; 2];
         self.take(&mut len)?;

@@ -19,9 +19,9 @@ use super::manifest::{FileEntry, KeyFile, Manifest, ManifestSegment, FORMAT};
 use super::ranges::{resolve_in_ranges, RangePlan};
 use super::record::ComparisonKind;
 use super::resolve::{resolve, Resolution, Source, TtlSettings};
-use super::sst::{sst_options, SstSplitter};
+use super::sst::{sst_options, SstFile, SstSplitter};
 use crate::catalog::{Catalog, NewSnapshot, PublishOutcome, SegmentRow, SegmentState};
-use crate::storage::{layout, sha256_file, sha256_hex, StorageError, Store};
+use crate::storage::{layout, sha256_hex, StorageError, Store};
 use crate::table::{PrimaryKeyHash, TableConfig};
 
 #[derive(Debug, Clone)]
@@ -217,23 +217,16 @@ pub async fn prebuild(
         });
     }
     let mut key_files = Vec::with_capacity(sst_files.len());
-    for (index, (path, entries)) in sst_files.iter().enumerate() {
+    for (index, sst) in sst_files.into_iter().enumerate() {
         let key = format!("{prefix}keys/{index}.sst");
-        let (checksum, size) = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-                Ok((sha256_file(&path)?, std::fs::metadata(&path)?.len()))
-            })
-            .await??
-        };
-        store.put_file_once(&key, path).await?;
+        store.put_file_once(&key, &sst.path).await?;
         key_files.push(KeyFile {
             file: FileEntry {
                 key,
-                size,
-                checksum,
+                size: sst.size,
+                checksum: sst.checksum,
             },
-            entries: *entries,
+            entries: sst.entries,
         });
     }
     let valid_docs: u64 = resolution.valid.iter().map(|b| b.len()).sum();
@@ -409,7 +402,7 @@ pub(crate) fn resolve_to_files(
     dir: &Path,
     format_version: i32,
     options: &PrebuildOptions,
-) -> anyhow::Result<(Resolution, Vec<(PathBuf, u64)>)> {
+) -> anyhow::Result<(Resolution, Vec<SstFile>)> {
     let max_entries = options.sst_max_entries;
     let options_for_ranges = (options.max_key_ranges, options.resolve_threads);
     let options = sst_options(format_version);

@@ -21,14 +21,25 @@ pub fn sst_options(format_version: i32) -> Options {
     options
 }
 
+/// A finished SST file, with what the manifest records of it.
+#[derive(Debug, Clone)]
+pub struct SstFile {
+    pub path: PathBuf,
+    pub entries: u64,
+    pub size: u64,
+    /// SHA-256, hex.
+    pub checksum: String,
+}
+
 /// Writes sorted entries into `dir/{name}-{n}.sst`, starting a new file every `max_entries`.
+/// Each file is checksummed as it is closed, on the thread that wrote it.
 pub struct SstSplitter<'a> {
     options: &'a Options,
     dir: PathBuf,
     name: String,
     max_entries: u64,
     current: Option<(SstFileWriter<'a>, PathBuf, u64)>,
-    files: Vec<(PathBuf, u64)>,
+    files: Vec<SstFile>,
 }
 
 impl<'a> SstSplitter<'a> {
@@ -66,22 +77,29 @@ impl<'a> SstSplitter<'a> {
     }
 
     fn close_current(&mut self) -> anyhow::Result<()> {
-        if let Some((mut writer, path, count)) = self.current.take() {
+        if let Some((mut writer, path, entries)) = self.current.take() {
             writer.finish()?;
-            self.files.push((path, count));
+            let size = std::fs::metadata(&path)?.len();
+            let checksum = crate::storage::sha256_file(&path)?;
+            self.files.push(SstFile {
+                path,
+                entries,
+                size,
+                checksum,
+            });
         }
         Ok(())
     }
 
-    /// Closes the last file; returns every file with its entry count.
-    pub fn finish(mut self) -> anyhow::Result<Vec<(PathBuf, u64)>> {
+    /// Closes the last file; returns every file.
+    pub fn finish(mut self) -> anyhow::Result<Vec<SstFile>> {
         self.close_current()?;
         Ok(self.files)
     }
 }
 
 impl super::ranges::KeySink for SstSplitter<'_> {
-    type Output = Vec<(PathBuf, u64)>;
+    type Output = Vec<SstFile>;
 
     fn put(&mut self, key: &[u8], record: super::record::KeyRecord) -> anyhow::Result<()> {
         SstSplitter::put(self, key, &record.encode())

@@ -180,7 +180,7 @@ pub async fn verify_partition(
         }
         snapshot_files.push(local);
     }
-    let recomputed_paths: Vec<_> = recomputed_files.into_iter().map(|(path, _)| path).collect();
+    let recomputed_paths: Vec<_> = recomputed_files.into_iter().map(|sst| sst.path).collect();
     let (keys_checked, key_differences) = {
         let work = workdir.path().to_path_buf();
         let version = manifest.sst_format_version;

@@ -10,7 +10,6 @@
 use std::cmp::Reverse;
 use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use super::keyrun::{HashedEntry, KeyRange, RunFile};
 use super::record::{ComparisonKind, KeyRecord};
@@ -45,6 +44,9 @@ pub trait KeySink {
     fn finish(self) -> anyhow::Result<Self::Output>;
 }
 
+/// What one resolver thread did: its resolution and the sink output of each range it took.
+type ThreadResult<Output> = anyhow::Result<(Resolution, Vec<(usize, Output)>)>;
+
 /// Resolves hashed `runs` (run i belongs to `sources[i]`) in `plan.ranges` key ranges; returns
 /// the whole resolution and each range's sink output, in key order.
 pub fn resolve_in_ranges<S: KeySink>(
@@ -59,19 +61,21 @@ pub fn resolve_in_ranges<S: KeySink>(
     let largest = runs.iter().filter_map(|r| r.header.max_comparison).max();
     let next_range = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let done: Mutex<Vec<Option<(Resolution, S::Output)>>> =
-        Mutex::new((0..plan.ranges).map(|_| None).collect());
-    let work = || -> anyhow::Result<()> {
+    // Each thread settles the keys of the ranges it takes with one resolver of its own, so its
+    // bitmaps accumulate across ranges; the threads' resolutions are combined at the end.
+    let work = || -> ThreadResult<S::Output> {
+        let mut resolver = Resolver::new(sources, kind, ttl, largest);
+        let mut outputs = Vec::new();
         loop {
             let index = next_range.fetch_add(1, Ordering::Relaxed);
             if index >= plan.ranges || failed.load(Ordering::Relaxed) {
-                return Ok(());
+                return Ok((resolver.finish(), outputs));
             }
             let range = KeyRange::nth_of(index, plan.ranges);
             let resolved = open_sink(index)
-                .and_then(|sink| resolve_range(runs, range, sources, kind, ttl, largest, sink));
+                .and_then(|sink| resolve_range(runs, range, sources, &mut resolver, sink));
             match resolved {
-                Ok(output) => done.lock().expect("no panics while held")[index] = Some(output),
+                Ok(output) => outputs.push((index, output)),
                 Err(err) => {
                     failed.store(true, Ordering::Relaxed);
                     return Err(err);
@@ -79,7 +83,7 @@ pub fn resolve_in_ranges<S: KeySink>(
             }
         }
     };
-    std::thread::scope(|scope| {
+    let per_thread = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..plan.threads.min(plan.ranges))
             .map(|_| scope.spawn(work))
             .collect();
@@ -88,17 +92,21 @@ pub fn resolve_in_ranges<S: KeySink>(
             .into_iter()
             .map(|helper| helper.join().expect("a resolver thread panicked"))
             .chain(std::iter::once(mine))
-            .collect::<anyhow::Result<Vec<()>>>()
+            .collect::<anyhow::Result<Vec<_>>>()
     })?;
 
     let mut resolution = Resolver::new(sources, kind, ttl, largest).finish();
     let mut outputs = Vec::with_capacity(plan.ranges);
-    for part in done.into_inner().expect("threads joined") {
-        let (part, output) = part.expect("every range resolved when no thread failed");
+    for (part, thread_outputs) in per_thread {
         resolution.absorb(part);
-        outputs.push(output);
+        outputs.extend(thread_outputs);
     }
-    Ok((resolution, outputs))
+    outputs.sort_unstable_by_key(|(index, _)| *index);
+    debug_assert_eq!(outputs.len(), plan.ranges);
+    Ok((
+        resolution,
+        outputs.into_iter().map(|(_, output)| output).collect(),
+    ))
 }
 
 /// One key range: a k-way merge of the range's slice of every run, settling each key as its
@@ -107,11 +115,9 @@ fn resolve_range<S: KeySink>(
     runs: &[RunFile],
     range: KeyRange,
     sources: &[Source],
-    kind: ComparisonKind,
-    ttl: TtlSettings,
-    largest: Option<u64>,
+    resolver: &mut Resolver,
     mut sink: S,
-) -> anyhow::Result<(Resolution, S::Output)> {
+) -> anyhow::Result<S::Output> {
     let mut readers = runs
         .iter()
         .map(|run| run.slice(range))
@@ -132,7 +138,6 @@ fn resolve_range<S: KeySink>(
             deleted: false,
         }));
     }
-    let mut resolver = Resolver::new(sources, kind, ttl, largest);
     // The key being gathered, its best row so far and its row count.
     let mut group: Option<(u128, Candidate, u64)> = None;
     while let Some(mut top) = heap.peek_mut() {
@@ -175,5 +180,5 @@ fn resolve_range<S: KeySink>(
             sink.put(&done_key.to_be_bytes(), record)?;
         }
     }
-    Ok((resolver.finish(), sink.finish()?))
+    sink.finish()
 }

@@ -34,8 +34,10 @@ pub struct PrebuildFileConfig {
     pub max_run_entries: Option<usize>,
     /// Entries per SST file.
     pub sst_max_entries: Option<u64>,
-    /// Most key ranges a resolution is split into (default 8; one per million entries).
+    /// Most key ranges a resolution is split into (default 8).
     pub max_key_ranges: Option<usize>,
+    /// Run entries per key range (default 1,000,000).
+    pub entries_per_key_range: Option<u64>,
     /// Threads resolving key ranges at once (default: the machine's cores).
     pub resolve_threads: Option<usize>,
 }
@@ -129,6 +131,10 @@ impl Settings {
                         .prebuild
                         .max_key_ranges
                         .unwrap_or(defaults.max_key_ranges),
+                    entries_per_key_range: file
+                        .prebuild
+                        .entries_per_key_range
+                        .unwrap_or(defaults.entries_per_key_range),
                     resolve_threads: file
                         .prebuild
                         .resolve_threads

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringBitmap;
 use rocksdb::{IngestExternalFileOptions, WriteOptions, DB};
 use serde::Serialize;
@@ -27,6 +28,9 @@ use crate::snapshot::record::{ComparisonKind, KeyRecord};
 use crate::snapshot::sst::sst_options;
 use crate::storage::{sha256_hex, Store};
 use crate::table::TableConfig;
+
+/// Snapshot files fetched at once.
+const DOWNLOADS_AT_ONCE: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct BootstrapOptions {
@@ -179,25 +183,37 @@ pub async fn bootstrap(
                 }
                 .into());
             }
-            let valid = load_bitmap(store, &covered.valid, covered.rows).await?;
-            let queryable = load_bitmap(store, &covered.queryable, covered.rows).await?;
-            bitmaps.insert(covered.id, SegmentBitmaps { valid, queryable });
         }
-        let mut sst_paths = Vec::with_capacity(manifest.key_files.len());
-        for (index, file) in manifest.key_files.iter().enumerate() {
-            let local = staging.path().join(format!("{index}.sst"));
-            let actual = store.download_to(&file.file.key, &local).await?;
-            if actual != file.file.checksum {
-                return Err(LoaderError::ChecksumMismatch {
-                    what: "key-metadata file",
-                    key: file.file.key.clone(),
-                    expected: file.file.checksum.clone(),
-                    actual,
+        // Bitmaps and SST files are fetched several at a time: on S3 each is a round trip.
+        let loaded: Vec<(i64, SegmentBitmaps)> = futures::stream::iter(&manifest.segments)
+            .map(|covered| async move {
+                let valid = load_bitmap(store, &covered.valid, covered.rows).await?;
+                let queryable = load_bitmap(store, &covered.queryable, covered.rows).await?;
+                anyhow::Ok((covered.id, SegmentBitmaps { valid, queryable }))
+            })
+            .buffered(DOWNLOADS_AT_ONCE)
+            .try_collect()
+            .await?;
+        bitmaps.extend(loaded);
+        let staging_dir = staging.path();
+        let sst_paths: Vec<PathBuf> = futures::stream::iter(manifest.key_files.iter().enumerate())
+            .map(|(index, file)| async move {
+                let local = staging_dir.join(format!("{index}.sst"));
+                let actual = store.download_to(&file.file.key, &local).await?;
+                if actual != file.file.checksum {
+                    return Err(LoaderError::ChecksumMismatch {
+                        what: "key-metadata file",
+                        key: file.file.key.clone(),
+                        expected: file.file.checksum.clone(),
+                        actual,
+                    }
+                    .into());
                 }
-                .into());
-            }
-            sst_paths.push(local);
-        }
+                anyhow::Ok(local)
+            })
+            .buffered(DOWNLOADS_AT_ONCE)
+            .try_collect()
+            .await?;
         if !sst_paths.is_empty() {
             let mut ingest = IngestExternalFileOptions::default();
             ingest.set_move_files(true);

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::keyrun::{build_run, RunFile, RunReader};
@@ -24,6 +24,10 @@ use crate::catalog::{Catalog, NewSnapshot, PublishOutcome, SegmentRow, SegmentSt
 use crate::storage::{layout, sha256_hex, StorageError, Store};
 use crate::table::{PrimaryKeyHash, TableConfig};
 
+/// Snapshot objects uploaded at once: on S3 each is a round trip, and a partition of a hundred
+/// segments has two hundred bitmaps.
+const UPLOADS_AT_ONCE: usize = 8;
+
 #[derive(Debug, Clone)]
 pub struct PrebuildOptions {
     pub staging_dir: PathBuf,
@@ -32,9 +36,11 @@ pub struct PrebuildOptions {
     pub sst_format_version: i32,
     /// Entries per SST file.
     pub sst_max_entries: u64,
-    /// Most key ranges a partition's resolution is split into (one per million entries); each
-    /// range writes its own SST file(s).
+    /// Most key ranges a partition's resolution is split into; each range writes its own SST
+    /// file(s).
     pub max_key_ranges: usize,
+    /// Run entries per key range (fewer ranges when there are fewer entries).
+    pub entries_per_key_range: u64,
     /// Threads resolving key ranges at once, and key runs built at once.
     pub resolve_threads: usize,
 }
@@ -47,6 +53,7 @@ impl Default for PrebuildOptions {
             sst_format_version: super::sst::DEFAULT_FORMAT_VERSION,
             sst_max_entries: 50_000_000,
             max_key_ranges: 8,
+            entries_per_key_range: 1_000_000,
             resolve_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
@@ -190,45 +197,53 @@ pub async fn prebuild(
 
     let version = expected.unwrap_or(0) + 1;
     let prefix = layout::snapshot_prefix(table_name, partition, version);
-    let mut manifest_segments = Vec::with_capacity(segments.len());
-    for (index, segment) in segments.iter().enumerate() {
-        let valid = upload_bitmap(
-            store,
-            &format!("{prefix}valid/{}.roaring", segment.id),
-            &resolution.valid[index],
-        )
+    let (segments_ref, resolution_ref, prefix_ref) = (&segments, &resolution, &prefix);
+    let manifest_segments: Vec<ManifestSegment> = futures::stream::iter(0..segments.len())
+        .map(|index| async move {
+            let segment = &segments_ref[index];
+            let valid = upload_bitmap(
+                store,
+                &format!("{prefix_ref}valid/{}.roaring", segment.id),
+                &resolution_ref.valid[index],
+            )
+            .await?;
+            let queryable = upload_bitmap(
+                store,
+                &format!("{prefix_ref}queryable/{}.roaring", segment.id),
+                &resolution_ref.queryable[index],
+            )
+            .await?;
+            anyhow::Ok(ManifestSegment {
+                id: segment.id,
+                name: segment.name.clone(),
+                sequence: segment.sequence,
+                checksum: segment.checksum.clone(),
+                rows: segment.row_count as u64,
+                valid,
+                queryable,
+                valid_docs: resolution_ref.valid[index].len(),
+                queryable_docs: resolution_ref.queryable[index].len(),
+            })
+        })
+        .buffered(UPLOADS_AT_ONCE)
+        .try_collect()
         .await?;
-        let queryable = upload_bitmap(
-            store,
-            &format!("{prefix}queryable/{}.roaring", segment.id),
-            &resolution.queryable[index],
-        )
+    let key_files: Vec<KeyFile> = futures::stream::iter(sst_files.into_iter().enumerate())
+        .map(|(index, sst)| async move {
+            let key = format!("{prefix_ref}keys/{index}.sst");
+            store.put_file_once(&key, &sst.path).await?;
+            anyhow::Ok(KeyFile {
+                file: FileEntry {
+                    key,
+                    size: sst.size,
+                    checksum: sst.checksum,
+                },
+                entries: sst.entries,
+            })
+        })
+        .buffered(UPLOADS_AT_ONCE)
+        .try_collect()
         .await?;
-        manifest_segments.push(ManifestSegment {
-            id: segment.id,
-            name: segment.name.clone(),
-            sequence: segment.sequence,
-            checksum: segment.checksum.clone(),
-            rows: segment.row_count as u64,
-            valid,
-            queryable,
-            valid_docs: resolution.valid[index].len(),
-            queryable_docs: resolution.queryable[index].len(),
-        });
-    }
-    let mut key_files = Vec::with_capacity(sst_files.len());
-    for (index, sst) in sst_files.into_iter().enumerate() {
-        let key = format!("{prefix}keys/{index}.sst");
-        store.put_file_once(&key, &sst.path).await?;
-        key_files.push(KeyFile {
-            file: FileEntry {
-                key,
-                size: sst.size,
-                checksum: sst.checksum,
-            },
-            entries: sst.entries,
-        });
-    }
     let valid_docs: u64 = resolution.valid.iter().map(|b| b.len()).sum();
     let queryable_docs: u64 = resolution.queryable.iter().map(|b| b.len()).sum();
     let manifest = Manifest {
@@ -404,7 +419,11 @@ pub(crate) fn resolve_to_files(
     options: &PrebuildOptions,
 ) -> anyhow::Result<(Resolution, Vec<SstFile>)> {
     let max_entries = options.sst_max_entries;
-    let options_for_ranges = (options.max_key_ranges, options.resolve_threads);
+    let options_for_ranges = (
+        options.entries_per_key_range,
+        options.max_key_ranges,
+        options.resolve_threads,
+    );
     let options = sst_options(format_version);
     let runs = run_paths
         .iter()
@@ -415,8 +434,8 @@ pub(crate) fn resolve_to_files(
         .all(|run| run.header.primary_key_hash == PrimaryKeyHash::Xxh3_128)
     {
         let entries = runs.iter().map(|run| run.header.entries).sum();
-        let (max_ranges, threads) = options_for_ranges;
-        let plan = RangePlan::for_entries(entries, max_ranges, threads);
+        let (per_range, max_ranges, threads) = options_for_ranges;
+        let plan = RangePlan::for_entries(entries, per_range, max_ranges, threads);
         let (resolution, files) = resolve_in_ranges(&runs, sources, kind, ttl, plan, |range| {
             Ok(SstSplitter::new(
                 &options,

@@ -4,7 +4,7 @@
 //! they are still in SST order: range 0's files hold the smallest keys.
 //!
 //! Which key lands in which file depends only on the number of ranges, chosen from the entry
-//! count and `max_key_ranges`, never on the thread count: the same inputs give the same files on
+//! count, `entries_per_key_range` and `max_key_ranges`, never on the thread count: the same inputs give the same files on
 //! any machine.
 
 use std::cmp::Reverse;
@@ -15,9 +15,6 @@ use super::keyrun::{HashedEntry, KeyRange, RunFile};
 use super::record::{ComparisonKind, KeyRecord};
 use super::resolve::{Candidate, Resolution, Resolver, Source, TtlSettings};
 
-/// Entries per key range the plan aims at; fewer entries than this stay in one range.
-const ENTRIES_PER_RANGE: u64 = 1_000_000;
-
 /// How a resolution is split: `ranges` key ranges resolved by up to `threads` threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RangePlan {
@@ -26,9 +23,14 @@ pub struct RangePlan {
 }
 
 impl RangePlan {
-    /// One range per million entries, at most `max_ranges`.
-    pub fn for_entries(entries: u64, max_ranges: usize, threads: usize) -> RangePlan {
-        let wanted = (entries / ENTRIES_PER_RANGE).max(1);
+    /// One range per `entries_per_range` entries, at most `max_ranges`.
+    pub fn for_entries(
+        entries: u64,
+        entries_per_range: u64,
+        max_ranges: usize,
+        threads: usize,
+    ) -> RangePlan {
+        let wanted = (entries / entries_per_range.max(1)).max(1);
         RangePlan {
             ranges: wanted.min(max_ranges.max(1) as u64) as usize,
             threads: threads.max(1),

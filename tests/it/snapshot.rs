@@ -122,6 +122,13 @@ fn bitmaps_as_json(loaded: &upsert_minion::loader::LoadedPartition) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn prebuild_matches_duckdb_and_foreign_readers() {
     let env = setup(StoreKind::Local);
+    // Small key ranges: each partition's thousands of entries resolve in 4 ranges on 2 threads, each
+    // writing its own SST file, and every file must still be readable by sst_dump.
+    std::fs::write(
+        env.path("minion.toml"),
+        "[prebuild]\nentries_per_key_range = 1000\nmax_key_ranges = 4\nresolve_threads = 2\n",
+    )
+    .unwrap();
     ingest(&env, "40000", "3000", "1", "4000");
     for partition in 0..4 {
         let report = prebuild(&env, partition);
@@ -130,6 +137,11 @@ async fn prebuild_matches_duckdb_and_foreign_readers() {
     }
     for partition in 0..4 {
         let manifest_value = manifest(&env, partition);
+        assert_eq!(
+            manifest_value["key_files"].as_array().unwrap().len(),
+            4,
+            "one SST file per key range"
+        );
         let manifest_path = env.path(&format!("manifest-{partition}.json"));
         std::fs::write(&manifest_path, manifest_value.to_string()).unwrap();
         let checked = python(
@@ -155,6 +167,12 @@ async fn prebuild_matches_duckdb_and_foreign_readers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn incremental_prebuild_equals_a_recomputation_and_reuses_runs() {
     let env = setup(StoreKind::Local);
+    // Several key ranges (and SST files) on both sides of the comparison.
+    std::fs::write(
+        env.path("minion.toml"),
+        "[prebuild]\nentries_per_key_range = 1500\nmax_key_ranges = 3\n",
+    )
+    .unwrap();
     ingest(&env, "20000", "2000", "1", "2000");
     let first = prebuild(&env, 1);
     let first_segments = first["segments"].as_u64().unwrap();

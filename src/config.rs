@@ -42,6 +42,26 @@ pub struct PrebuildFileConfig {
     pub resolve_threads: Option<usize>,
 }
 
+impl PrebuildFileConfig {
+    /// The prebuild options: what the file sets, defaults for the rest.
+    fn over_defaults(&self, staging_dir: PathBuf) -> crate::snapshot::PrebuildOptions {
+        let defaults = crate::snapshot::PrebuildOptions::default();
+        crate::snapshot::PrebuildOptions {
+            staging_dir,
+            max_run_entries: self.max_run_entries.unwrap_or(defaults.max_run_entries),
+            sst_format_version: self
+                .sst_format_version
+                .unwrap_or(defaults.sst_format_version),
+            sst_max_entries: self.sst_max_entries.unwrap_or(defaults.sst_max_entries),
+            max_key_ranges: self.max_key_ranges.unwrap_or(defaults.max_key_ranges),
+            entries_per_key_range: self
+                .entries_per_key_range
+                .unwrap_or(defaults.entries_per_key_range),
+            resolve_threads: self.resolve_threads.unwrap_or(defaults.resolve_threads),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -111,36 +131,9 @@ impl Settings {
                 .clone()
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_string()),
-            prebuild: {
-                let defaults = crate::snapshot::PrebuildOptions::default();
-                crate::snapshot::PrebuildOptions {
-                    staging_dir: file.staging_dir.clone().unwrap_or_else(std::env::temp_dir),
-                    max_run_entries: file
-                        .prebuild
-                        .max_run_entries
-                        .unwrap_or(defaults.max_run_entries),
-                    sst_format_version: file
-                        .prebuild
-                        .sst_format_version
-                        .unwrap_or(defaults.sst_format_version),
-                    sst_max_entries: file
-                        .prebuild
-                        .sst_max_entries
-                        .unwrap_or(defaults.sst_max_entries),
-                    max_key_ranges: file
-                        .prebuild
-                        .max_key_ranges
-                        .unwrap_or(defaults.max_key_ranges),
-                    entries_per_key_range: file
-                        .prebuild
-                        .entries_per_key_range
-                        .unwrap_or(defaults.entries_per_key_range),
-                    resolve_threads: file
-                        .prebuild
-                        .resolve_threads
-                        .unwrap_or(defaults.resolve_threads),
-                }
-            },
+            prebuild: file
+                .prebuild
+                .over_defaults(file.staging_dir.clone().unwrap_or_else(std::env::temp_dir)),
             staging_dir: file.staging_dir.unwrap_or_else(std::env::temp_dir),
         })
     }

@@ -477,23 +477,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// SHA-256 of a local file, hex, read in 1 MiB pieces (files may be larger than memory allows).
 /// Copies `source` to `target` and returns the SHA-256 (hex) of what was copied.
 fn copy_and_hash(source: &FsPath, target: &FsPath) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut input = std::fs::File::open(source)?;
+    use std::io::Write;
     let mut output = std::fs::File::create(target)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = input.read(&mut buffer)?;
-        if read == 0 {
-            output.flush()?;
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buffer[..read]);
-        output.write_all(&buffer[..read])?;
-    }
+    let checksum = hash_reading(source, |chunk| output.write_all(chunk))?;
+    output.flush()?;
+    Ok(checksum)
 }
 
 pub fn sha256_file(path: &FsPath) -> std::io::Result<String> {
+    hash_reading(path, |_| Ok(()))
+}
+
+/// Reads a file in 1 MiB pieces, handing each to `each`; returns the SHA-256 (hex) of it all.
+fn hash_reading(
+    path: &FsPath,
+    mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<String> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
@@ -504,6 +503,7 @@ pub fn sha256_file(path: &FsPath) -> std::io::Result<String> {
             return Ok(hex::encode(hasher.finalize()));
         }
         hasher.update(&buffer[..read]);
+        each(&buffer[..read])?;
     }
 }
 

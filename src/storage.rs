@@ -4,9 +4,16 @@
 //! (conditional create, so nothing is ever overwritten), streaming multipart upload of staged local
 //! files, retries with jittered backoff for transient failures, and the layout of object keys.
 
+mod checksum;
+pub mod layout;
+mod retry;
+
+use checksum::copy_and_hash;
+pub use checksum::{sha256_file, sha256_hex};
+use retry::retry;
+
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -22,7 +29,6 @@ use tokio::io::AsyncReadExt;
 /// Files above this size are uploaded in parts, streamed from disk.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 const PART_SIZE: usize = 8 * 1024 * 1024;
-const MAX_ATTEMPTS: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -402,109 +408,6 @@ fn local_dir_of(url: &str) -> Result<PathBuf, String> {
     let cwd = std::env::current_dir()
         .map_err(|err| format!("cannot read the working directory: {err}"))?;
     Ok(cwd.join(path))
-}
-
-/// Runs `operation` until it succeeds, fails permanently, or `MAX_ATTEMPTS` is reached, sleeping a
-/// jittered exponential backoff between tries. Only errors that can pass are retried.
-async fn retry<T, F, Fut>(mut operation: F) -> object_store::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = object_store::Result<T>>,
-{
-    let mut attempt = 1;
-    loop {
-        match operation().await {
-            Ok(value) => return Ok(value),
-            Err(err) if attempt < MAX_ATTEMPTS && is_transient(&err) => {
-                let base = 50u64 << attempt;
-                let jitter = rand::random::<u64>() % base;
-                tracing::debug!(attempt, error = %err, "object store call failed, retrying");
-                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
-                attempt += 1;
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
-
-fn is_transient(err: &object_store::Error) -> bool {
-    use object_store::Error as E;
-    !matches!(
-        err,
-        E::NotFound { .. }
-            | E::AlreadyExists { .. }
-            | E::Precondition { .. }
-            | E::NotModified { .. }
-            | E::NotImplemented
-            | E::NotSupported { .. }
-            | E::InvalidPath { .. }
-            | E::PermissionDenied { .. }
-            | E::Unauthenticated { .. }
-            | E::UnknownConfigurationKey { .. }
-    )
-}
-
-/// Object-key layout (DESIGN.md section 5). Every part was validated as an identifier.
-pub mod layout {
-    pub fn table_prefix(table: &str) -> String {
-        format!("tables/{table}/")
-    }
-
-    pub fn segment_key(table: &str, partition: u32, segment_name: &str) -> String {
-        format!("tables/{table}/p{partition}/segments/{segment_name}.parquet")
-    }
-
-    /// The sorted key run of a segment (built once, reused by every prebuild).
-    pub fn keyrun_key(table: &str, partition: u32, segment_name: &str) -> String {
-        format!("tables/{table}/p{partition}/keyruns/{segment_name}.run")
-    }
-
-    /// A snapshot's directory. The random suffix keeps objects write-once even when two
-    /// prebuilds race for the same version (only one publishes; the other's objects are garbage).
-    pub fn snapshot_prefix(table: &str, partition: u32, version: i64) -> String {
-        format!(
-            "tables/{table}/p{partition}/snapshots/{version:010}-{:08x}/",
-            rand::random::<u32>()
-        )
-    }
-}
-
-/// SHA-256 of a byte slice, hex: the checksum recorded for every object.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// SHA-256 of a local file, hex, read in 1 MiB pieces (files may be larger than memory allows).
-/// Copies `source` to `target` and returns the SHA-256 (hex) of what was copied.
-fn copy_and_hash(source: &FsPath, target: &FsPath) -> std::io::Result<String> {
-    use std::io::Write;
-    let mut output = std::fs::File::create(target)?;
-    let checksum = hash_reading(source, |chunk| output.write_all(chunk))?;
-    output.flush()?;
-    Ok(checksum)
-}
-
-pub fn sha256_file(path: &FsPath) -> std::io::Result<String> {
-    hash_reading(path, |_| Ok(()))
-}
-
-/// Reads a file in 1 MiB pieces, handing each to `each`; returns the SHA-256 (hex) of it all.
-fn hash_reading(
-    path: &FsPath,
-    mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
-) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buffer[..read]);
-        each(&buffer[..read])?;
-    }
 }
 
 #[cfg(test)]

@@ -418,13 +418,7 @@ pub(crate) fn resolve_to_files(
     format_version: i32,
     options: &PrebuildOptions,
 ) -> anyhow::Result<(Resolution, Vec<SstFile>)> {
-    let max_entries = options.sst_max_entries;
-    let options_for_ranges = (
-        options.entries_per_key_range,
-        options.max_key_ranges,
-        options.resolve_threads,
-    );
-    let options = sst_options(format_version);
+    let sst = sst_options(format_version);
     let runs = run_paths
         .iter()
         .map(|p| RunFile::open(p, false))
@@ -434,15 +428,15 @@ pub(crate) fn resolve_to_files(
         .all(|run| run.header.primary_key_hash == PrimaryKeyHash::Xxh3_128)
     {
         let entries = runs.iter().map(|run| run.header.entries).sum();
-        let (per_range, max_ranges, threads) = options_for_ranges;
-        let plan = RangePlan::for_entries(entries, per_range, max_ranges, threads);
+        let plan = RangePlan::for_entries(
+            entries,
+            options.entries_per_key_range,
+            options.max_key_ranges,
+            options.resolve_threads,
+        );
         let (resolution, files) = resolve_in_ranges(&runs, sources, kind, ttl, plan, |range| {
-            Ok(SstSplitter::new(
-                &options,
-                dir,
-                &format!("keys-{range}"),
-                max_entries,
-            ))
+            let name = format!("keys-{range}");
+            Ok(SstSplitter::new(&sst, dir, &name, options.sst_max_entries))
         })?;
         return Ok((resolution, files.into_iter().flatten().collect()));
     }
@@ -451,7 +445,7 @@ pub(crate) fn resolve_to_files(
         .iter()
         .map(|p| RunReader::open(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut splitter = SstSplitter::new(&options, dir, "keys", max_entries);
+    let mut splitter = SstSplitter::new(&sst, dir, "keys", options.sst_max_entries);
     let resolution = resolve(readers, sources, kind, ttl, |key, record| {
         splitter.put(key, &record.encode())
     })?;

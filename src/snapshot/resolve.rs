@@ -154,19 +154,15 @@ impl<'a> Resolver<'a> {
 }
 
 impl Resolution {
-    /// Adds the resolution of another, disjoint, part of the key space.
+    /// Adds the resolution of another, disjoint, part of the key space over the same sources.
     pub fn absorb(&mut self, other: Resolution) {
         debug_assert_eq!(self.largest_comparison, other.largest_comparison);
-        if self.valid.is_empty() {
-            self.valid = other.valid;
-            self.queryable = other.queryable;
-        } else {
-            for (mine, theirs) in self.valid.iter_mut().zip(other.valid) {
-                *mine |= theirs;
-            }
-            for (mine, theirs) in self.queryable.iter_mut().zip(other.queryable) {
-                *mine |= theirs;
-            }
+        debug_assert_eq!(self.valid.len(), other.valid.len(), "same sources");
+        for (mine, theirs) in self.valid.iter_mut().zip(other.valid) {
+            *mine |= theirs;
+        }
+        for (mine, theirs) in self.queryable.iter_mut().zip(other.queryable) {
+            *mine |= theirs;
         }
         self.metadata_keys += other.metadata_keys;
         self.live_keys += other.live_keys;

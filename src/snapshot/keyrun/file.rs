@@ -62,7 +62,12 @@ impl RunFile {
         let length = file.metadata().map_err(io)?.len();
         let (header, data_offset) = {
             let mut input = BufReader::with_capacity(64 * 1024, &file);
-            read_header(|buffer| read_fully(&mut input, buffer, &shown), &shown)?
+            let take = |buffer: &mut [u8]| {
+                input
+                    .read_exact(buffer)
+                    .map_err(|err| RunError::reading(&shown, err))
+            };
+            read_header(take, &shown)?
         };
         let run = RunFile {
             path: shown,
@@ -124,13 +129,7 @@ impl RunFile {
     fn read_at(&self, buffer: &mut [u8], offset: u64) -> Result<(), RunError> {
         self.file
             .read_exact_at(buffer, offset)
-            .map_err(|err| match err.kind() {
-                std::io::ErrorKind::UnexpectedEof => self.corrupt("file ends early"),
-                _ => RunError::Io {
-                    path: self.path.clone(),
-                    source: err,
-                },
-            })
+            .map_err(|err| RunError::reading(&self.path, err))
     }
 
     fn key_at(&self, index: u64) -> Result<u128, RunError> {
@@ -174,19 +173,6 @@ impl RunFile {
             position: 0,
         })
     }
-}
-
-fn read_fully(input: &mut impl Read, buffer: &mut [u8], path: &str) -> Result<(), RunError> {
-    input.read_exact(buffer).map_err(|err| match err.kind() {
-        std::io::ErrorKind::UnexpectedEof => RunError::Corrupt {
-            path: path.to_string(),
-            message: "file ends early".into(),
-        },
-        _ => RunError::Io {
-            path: path.to_string(),
-            source: err,
-        },
-    })
 }
 
 /// Entries of one key range of a run, read in blocks.

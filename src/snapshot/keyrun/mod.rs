@@ -175,6 +175,22 @@ pub enum RunError {
     Segment(#[from] crate::segment::SegmentError),
 }
 
+impl RunError {
+    /// A failed read of a run file: running out of bytes means the file is truncated.
+    fn reading(path: &str, err: std::io::Error) -> RunError {
+        match err.kind() {
+            std::io::ErrorKind::UnexpectedEof => RunError::Corrupt {
+                path: path.to_string(),
+                message: "file ends early".into(),
+            },
+            _ => RunError::Io {
+                path: path.to_string(),
+                source: err,
+            },
+        }
+    }
+}
+
 /// Writes entries in sorted order; the caller guarantees the order (checked in debug builds).
 pub struct RunWriter {
     path: PathBuf,
@@ -253,14 +269,18 @@ impl RunWriter {
             );
             self.last = Some(entry.clone());
         }
-        let mut fixed = [0u8; HASHED_KEY_LEN + 13];
-        fixed[16..24].copy_from_slice(&entry.comparison.to_le_bytes());
-        fixed[24..28].copy_from_slice(&entry.doc_id.to_le_bytes());
-        fixed[28] = if entry.deleted { FLAG_DELETED } else { 0 };
+        // The fixed tail (comparison, docId, flags) is laid out as in a hashed record, whose
+        // first 16 bytes are the key: the prefix, for hashed keys.
+        let record = HashedEntry {
+            key: entry.prefix,
+            comparison: entry.comparison,
+            doc_id: entry.doc_id,
+            deleted: entry.deleted,
+        }
+        .encode();
         if self.hashed_keys {
             debug_assert!(entry.rest.is_empty());
-            fixed[..16].copy_from_slice(&entry.prefix.to_be_bytes());
-            self.put(&fixed)?;
+            self.put(&record)?;
         } else {
             let len = u16::try_from(entry.rest.len()).map_err(|_| RunError::Corrupt {
                 path: self.path.display().to_string(),
@@ -271,7 +291,7 @@ impl RunWriter {
             })?;
             self.put(&len.to_le_bytes())?;
             self.put(&entry.rest)?;
-            self.put(&fixed[16..])?;
+            self.put(&record[HASHED_KEY_LEN..])?;
         }
         self.written += 1;
         Ok(())

@@ -32,26 +32,21 @@ impl RunReader {
             path: shown.clone(),
             source,
         })?;
-        let mut reader = RunReader {
+        let mut input = BufReader::with_capacity(256 * 1024, file);
+        let mut hasher = Xxh3::new();
+        // The header counts towards the checksum like every other byte.
+        let (header, _) = read_header(
+            |buffer| take(&mut input, &mut hasher, buffer, &shown),
+            &shown,
+        )?;
+        Ok(RunReader {
             path: shown,
-            input: BufReader::with_capacity(256 * 1024, file),
-            hasher: Xxh3::new(),
-            header: RunHeader {
-                format: 0,
-                primary_key_hash: PrimaryKeyHash::Xxh3_128,
-                segment_checksum: String::new(),
-                entries: 0,
-                max_comparison: None,
-            },
-            remaining: 0,
-            hashed_keys: true,
-        };
-        let shown = reader.path.clone();
-        let (header, _) = read_header(|buffer| reader.take(buffer), &shown)?;
-        reader.header = header;
-        reader.remaining = reader.header.entries;
-        reader.hashed_keys = reader.header.primary_key_hash == PrimaryKeyHash::Xxh3_128;
-        Ok(reader)
+            input,
+            hasher,
+            remaining: header.entries,
+            hashed_keys: header.primary_key_hash == PrimaryKeyHash::Xxh3_128,
+            header,
+        })
     }
 
     fn corrupt(&self, message: &str) -> RunError {
@@ -62,17 +57,7 @@ impl RunReader {
     }
 
     fn take(&mut self, buffer: &mut [u8]) -> Result<(), RunError> {
-        self.input
-            .read_exact(buffer)
-            .map_err(|err| match err.kind() {
-                std::io::ErrorKind::UnexpectedEof => self.corrupt("file ends early"),
-                _ => RunError::Io {
-                    path: self.path.clone(),
-                    source: err,
-                },
-            })?;
-        self.hasher.update(buffer);
-        Ok(())
+        take(&mut self.input, &mut self.hasher, buffer, &self.path)
     }
 
     /// The next entry, or `None` after the last one once the checksum has been verified.
@@ -120,6 +105,20 @@ impl RunReader {
         }
         Ok(())
     }
+}
+
+/// Reads exactly `buffer.len()` bytes and adds them to the running checksum.
+fn take(
+    input: &mut impl Read,
+    hasher: &mut Xxh3,
+    buffer: &mut [u8],
+    path: &str,
+) -> Result<(), RunError> {
+    input
+        .read_exact(buffer)
+        .map_err(|err| RunError::reading(path, err))?;
+    hasher.update(buffer);
+    Ok(())
 }
 
 /// A k-way merge of sorted runs: entries in (key, comparison, docId, run index) order, each with

@@ -88,6 +88,10 @@ pub struct GlobalArgs {
     /// Log filter, e.g. `info` or `upsert_minion=debug`.
     #[arg(long, env = "MINION_LOG", global = true)]
     pub log_level: Option<String>,
+    /// Local directory for staging files; each process works in its own subdirectory of
+    /// `minion-staging/` there. Default: the system temp dir.
+    #[arg(long, env = "MINION_STAGING_DIR", global = true)]
+    pub staging_dir: Option<PathBuf>,
 }
 
 /// Where the catalog lives.
@@ -105,13 +109,22 @@ pub struct Settings {
     pub store: String,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Where this process stages files: the configured directory until
+    /// [`Settings::use_process_staging`] moves it into the process's own subdirectory.
     pub staging_dir: PathBuf,
+    /// The configured staging directory, which holds every process's subdirectory.
+    pub staging_root: PathBuf,
     pub prebuild: crate::snapshot::PrebuildOptions,
 }
 
 impl Settings {
     pub fn resolve(args: &GlobalArgs) -> anyhow::Result<Settings> {
         let file = load_file(args.config.as_deref())?;
+        let staging_root = args
+            .staging_dir
+            .clone()
+            .or(file.staging_dir)
+            .unwrap_or_else(std::env::temp_dir);
         let database = args
             .database_url
             .clone()
@@ -131,11 +144,16 @@ impl Settings {
                 .clone()
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_string()),
-            prebuild: file
-                .prebuild
-                .over_defaults(file.staging_dir.clone().unwrap_or_else(std::env::temp_dir)),
-            staging_dir: file.staging_dir.unwrap_or_else(std::env::temp_dir),
+            prebuild: file.prebuild.over_defaults(staging_root.clone()),
+            staging_dir: staging_root.clone(),
+            staging_root,
         })
+    }
+
+    /// Stages everything this process writes locally in `staging` (see `crate::staging`).
+    pub fn use_process_staging(&mut self, staging: &crate::staging::ProcessStaging) {
+        self.staging_dir = staging.path().to_path_buf();
+        self.prebuild.staging_dir = staging.path().to_path_buf();
     }
 }
 

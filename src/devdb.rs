@@ -88,9 +88,13 @@ pub fn ensure_running(dir: &Path) -> anyhow::Result<DevDb> {
         .trim()
         .parse()
         .with_context(|| format!("{} does not hold a port number", port_file.display()))?;
-    if !is_running(&binaries, &data, owner)? {
+    // `pg_ctl status` only asks whether the pid in postmaster.pid is alive: after a crash or a
+    // reboot that pid may belong to another process. Trust it only if that process is a postgres.
+    let running = is_running(&binaries, &data, owner)? && !remove_stale_pid_file(&data)?;
+    if !running {
         start(&binaries, dir, &data, port, owner)?;
     }
+    // And a running cluster must accept connections, which creating the database checks.
     create_database(port)?;
     drop(lock);
     Ok(DevDb {
@@ -101,6 +105,12 @@ pub fn ensure_running(dir: &Path) -> anyhow::Result<DevDb> {
 
 /// Stops the cluster in `dir` if it runs. Returns whether it was running.
 pub fn stop(dir: &Path) -> anyhow::Result<bool> {
+    stop_with(dir, "fast")
+}
+
+/// Stops the cluster in `dir` with `pg_ctl stop -m MODE` (`smart`, `fast`, or `immediate`: a
+/// crash, recovered at the next start). Returns whether it was running.
+pub fn stop_with(dir: &Path, mode: &str) -> anyhow::Result<bool> {
     let binaries = find_binaries()?;
     let data = dir.join("data");
     if !data.join("PG_VERSION").exists() {
@@ -111,7 +121,7 @@ pub fn stop(dir: &Path) -> anyhow::Result<bool> {
         return Ok(false);
     }
     let status = pg_command(&binaries.pg_ctl, owner)
-        .args(["stop", "-m", "fast", "-w", "-D"])
+        .args(["stop", "-m", mode, "-w", "-D"])
         .arg(&data)
         .stdout(Stdio::null())
         .status()
@@ -260,6 +270,28 @@ fn is_running(binaries: &Binaries, data: &Path, owner: Option<(u32, u32)>) -> an
     Ok(status.success())
 }
 
+/// Removes `postmaster.pid` if the process it names is not a postgres (gone, or its pid reused);
+/// returns whether it did.
+fn remove_stale_pid_file(data: &Path) -> anyhow::Result<bool> {
+    let pid_file = data.join("postmaster.pid");
+    let Ok(text) = fs::read_to_string(&pid_file) else {
+        return Ok(false);
+    };
+    let pid = text.lines().next().unwrap_or_default().trim();
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !pid.is_empty() && comm.trim() == "postgres" {
+        return Ok(false);
+    }
+    eprintln!(
+        "minion: {} names process {pid}, which is not a postgres ({}); removing the stale file",
+        pid_file.display(),
+        if comm.is_empty() { "gone" } else { comm.trim() }
+    );
+    fs::remove_file(&pid_file)
+        .with_context(|| format!("cannot remove the stale {}", pid_file.display()))?;
+    Ok(true)
+}
+
 fn start(
     binaries: &Binaries,
     dir: &Path,
@@ -306,7 +338,18 @@ fn create_database(port: u16) -> anyhow::Result<()> {
                     .build()?;
                 runtime.block_on(async {
                     use sqlx::Connection;
-                    let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                    // A cluster that is starting or recovering answers within seconds.
+                    let mut tries = 0;
+                    let mut conn = loop {
+                        match sqlx::PgConnection::connect(&admin).await {
+                            Ok(conn) => break conn,
+                            Err(_) if tries < 60 => {
+                                tries += 1;
+                                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                            }
+                            Err(err) => return Err(err.into()),
+                        }
+                    };
                     let exists: Option<(i32,)> =
                         sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
                             .bind(DATABASE)
@@ -324,7 +367,7 @@ fn create_database(port: u16) -> anyhow::Result<()> {
             .expect("database creation thread panicked")
     })
     .with_context(|| {
-        format!("the embedded dev Postgres on port {port} runs but cannot create its database")
+        format!("the embedded dev Postgres on port {port} does not accept connections or cannot create its database; see postgres.log beside its data directory, or `minion dev stop` and try again")
     })
 }
 

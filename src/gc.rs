@@ -26,7 +26,8 @@ pub struct GcReport {
     pub objects_deleted: u64,
     /// Unknown objects younger than the grace period, left for a later run.
     pub orphans_too_young: u64,
-    /// Sequence reservations of ingests that never registered (crashed), now expired.
+    /// Sequence reservations of ingests that are gone (lease run out) or older than the
+    /// reservation TTL, now deleted.
     pub reservations_expired: u64,
 }
 
@@ -46,7 +47,7 @@ pub async fn gc(
     };
 
     report.reservations_expired = catalog
-        .expire_reservations(table_name, reservation_ttl.as_secs_f64())
+        .expire_reservations(table_name, Some(reservation_ttl.as_secs_f64()))
         .await?;
     let (retained, superseded) = catalog.snapshots_by_retention(table_name, cutoff).await?;
     let covered: HashSet<i64> = retained

@@ -16,6 +16,7 @@ pub mod queue;
 pub mod scan;
 pub mod segment;
 pub mod snapshot;
+pub mod staging;
 pub mod storage;
 pub mod table;
 pub mod tasks;

@@ -65,30 +65,40 @@ impl Catalog {
     }
 
     /// Removes a retired segment's row (after its objects are gone). Never an online one.
+    /// A lost answer is learned (`commit`): `Ok(true)` means this call removed it.
     pub async fn delete_retired_segment(&self, id: i64) -> Result<bool, CatalogError> {
-        Ok(sqlx::query(DELETE_SEGMENT)
+        let mut tx = self
+            .write_tx(format!("deleting the row of segment {id}"))
+            .await?;
+        let deleted = sqlx::query(DELETE_SEGMENT)
             .bind(id)
-            .execute(&self.pool)
+            .execute(tx.conn())
             .await?
-            .rows_affected()
-            == 1)
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted == 1)
     }
 
-    /// Removes a snapshot's row (after its objects are gone). Never a partition's latest.
+    /// Removes a snapshot's row (after its objects are gone). Never a partition's latest. A lost
+    /// answer is learned (`commit`).
     pub async fn delete_snapshot(
         &self,
         table: &str,
         partition: i32,
         version: i64,
     ) -> Result<bool, CatalogError> {
-        Ok(sqlx::query(DELETE_SNAPSHOT)
+        let what =
+            format!("deleting the row of snapshot {version} of {table} partition {partition}");
+        let mut tx = self.write_tx(what).await?;
+        let deleted = sqlx::query(DELETE_SNAPSHOT)
             .bind(table)
             .bind(partition)
             .bind(version)
-            .execute(&self.pool)
+            .execute(tx.conn())
             .await?
-            .rows_affected()
-            == 1)
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted == 1)
     }
 
     /// (name, object key, partition) of every segment row of a table, whatever its state.

@@ -2,8 +2,10 @@
 //! snapshots and jobs. Each concern keeps its SQL in its own submodule; every change that touches
 //! several rows runs in one transaction.
 
+pub mod commit;
 pub mod gc;
 mod replace;
+mod reservations;
 mod segments;
 pub mod snapshots;
 pub mod tables;
@@ -14,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use replace::{ReplaceOutcome, SequenceGuard};
+pub use reservations::{IngestRegistration, ReservationLease};
 pub use segments::{NewSegment, SegmentRow, SegmentState};
 pub use snapshots::{NewSnapshot, PublishOutcome, SnapshotRow};
 
@@ -40,12 +43,18 @@ pub enum CatalogError {
     },
     #[error("catalog query failed: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("sequence {sequence} of {table} partition {partition} is no longer reserved (the ingest outlived its reservation and GC expired it); nothing was registered, run the ingest again")]
+    #[error("sequence {sequence} of {table} partition {partition} is no longer reserved (the ingest stopped renewing its reservation for longer than its lease, and plan, merge or gc released it); nothing was registered, run the ingest again")]
     ReservationExpired {
         table: String,
         partition: u32,
         sequence: i64,
     },
+    /// The answer to a COMMIT was lost and the catalog could not be asked what happened (see
+    /// `commit`): the write may or may not have taken effect.
+    #[error("the outcome of {what} is unknown: the catalog's answer to COMMIT was lost ({source}) and the catalog could not be asked what happened before giving up")]
+    OutcomeUnknown { what: String, source: sqlx::Error },
+    #[error("an ingest of table `{table}` with idempotency key `{key}` is already registered; nothing more was registered")]
+    AlreadyRegistered { table: String, key: String },
     #[error("stored table `{name}` cannot be decoded: {message}")]
     Corrupt { name: String, message: String },
 }
@@ -56,6 +65,8 @@ pub struct Catalog {
     pool: PgPool,
     /// The URL with its password redacted, for messages.
     url: String,
+    /// How long a write whose COMMIT answer was lost asks what happened (`commit`).
+    learn_deadline: Duration,
 }
 
 impl Catalog {
@@ -84,7 +95,13 @@ impl Catalog {
         Ok(Catalog {
             pool,
             url: redact_url(url),
+            learn_deadline: learn_deadline_from_env(),
         })
+    }
+
+    /// A write transaction that learns its outcome when the answer to its COMMIT is lost.
+    pub(crate) async fn write_tx(&self, what: String) -> Result<commit::WriteTx, CatalogError> {
+        commit::WriteTx::begin(&self.pool, what, self.learn_deadline).await
     }
 
     /// Applies pending migrations. sqlx holds a Postgres advisory lock while it migrates, so two
@@ -120,6 +137,20 @@ impl Catalog {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// `MINION_COMMIT_LEARN_DEADLINE` (e.g. `2m`), else [`commit::LEARN_DEADLINE`].
+fn learn_deadline_from_env() -> Duration {
+    std::env::var("MINION_COMMIT_LEARN_DEADLINE")
+        .ok()
+        .and_then(|text| match humantime::parse_duration(&text) {
+            Ok(deadline) => Some(deadline),
+            Err(err) => {
+                tracing::warn!(value = %text, error = %err, "MINION_COMMIT_LEARN_DEADLINE is not a duration (like 60s); using the default");
+                None
+            }
+        })
+        .unwrap_or(commit::LEARN_DEADLINE)
 }
 
 /// The URL with its password replaced, for messages and logs.

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::reservations::EXPIRE_IN_RANGE;
 use super::segments::insert_segment;
 use super::{Catalog, CatalogError, NewSegment};
 use crate::queue::{NewJob, Queue};
@@ -69,10 +70,11 @@ impl Catalog {
     ) -> Result<ReplaceOutcome, CatalogError> {
         debug_assert!(!inputs.is_empty());
         let ids: Vec<i64> = inputs.iter().map(|(id, _)| *id).collect();
-        let mut tx = self.pool.begin().await?;
+        let what = format!("replacing segments {ids:?}");
+        let mut tx = self.write_tx(what).await?;
         let rows: Vec<(i64, String, String)> = sqlx::query_as(LOCK_INPUTS)
             .bind(&ids)
-            .fetch_all(&mut *tx)
+            .fetch_all(tx.conn())
             .await?;
         for (id, checksum) in inputs {
             let row = rows.iter().find(|(row_id, _, _)| row_id == id);
@@ -87,16 +89,7 @@ impl Catalog {
             }
         }
         if let Some(guard) = guard {
-            let foreign: Option<(i64,)> = sqlx::query_as(SEQUENCE_IN_GAP)
-                .bind(&guard.table)
-                .bind(guard.partition as i32)
-                .bind(guard.low)
-                .bind(guard.high)
-                .bind(&ids)
-                .bind(&guard.covered)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some((sequence,)) = foreign {
+            if let Some(sequence) = sequence_in_gap(tx.conn(), guard, &ids).await? {
                 return Ok(ReplaceOutcome::SequenceGap { sequence });
             }
         }
@@ -113,27 +106,27 @@ impl Catalog {
             sqlx::query(RETIRE_INPUTS)
                 .bind(retired)
                 .bind(state)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await?;
         }
         let mut output_ids = Vec::with_capacity(outputs.len());
         for (output, sources) in outputs {
             debug_assert!(sources.iter().all(|source| ids.contains(source)));
-            let id = insert_segment(&mut tx, output).await?;
+            let id = insert_segment(tx.conn(), output).await?;
             sqlx::query(SET_LINEAGE)
                 .bind(id)
                 .bind(sources)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await?;
             sqlx::query(LINK_INPUTS)
                 .bind(sources)
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await?;
             output_ids.push(id);
         }
         if let Some(job) = follow_up {
-            Queue::submit_in(&mut tx, job)
+            Queue::submit_in(tx.conn(), job)
                 .await
                 .map_err(|err| match err {
                     crate::queue::QueueError::Database(inner) => CatalogError::Database(inner),
@@ -145,4 +138,44 @@ impl Catalog {
             outputs: output_ids,
         })
     }
+
+    /// The guard checked ahead of the swap, so a merge that would be refused does no work: a
+    /// foreign sequence inside the guarded range, if any (expired reservations there are deleted
+    /// first). The swap checks again; this answer only saves work.
+    pub async fn sequence_gap(
+        &self,
+        guard: &SequenceGuard,
+        inputs: &[i64],
+    ) -> Result<Option<i64>, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let found = sequence_in_gap(&mut tx, guard, inputs).await?;
+        tx.commit().await?;
+        Ok(found)
+    }
+}
+
+/// Deletes expired reservations inside the guarded range (expiry takes effect only by deletion,
+/// see `reservations`), then looks for a foreign sequence there.
+async fn sequence_in_gap(
+    conn: &mut sqlx::PgConnection,
+    guard: &SequenceGuard,
+    inputs: &[i64],
+) -> Result<Option<i64>, CatalogError> {
+    sqlx::query(EXPIRE_IN_RANGE)
+        .bind(&guard.table)
+        .bind(guard.partition as i32)
+        .bind(guard.low)
+        .bind(guard.high)
+        .execute(&mut *conn)
+        .await?;
+    let foreign: Option<(i64,)> = sqlx::query_as(SEQUENCE_IN_GAP)
+        .bind(&guard.table)
+        .bind(guard.partition as i32)
+        .bind(guard.low)
+        .bind(guard.high)
+        .bind(inputs)
+        .bind(&guard.covered)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(foreign.map(|(sequence,)| sequence))
 }

@@ -5,15 +5,6 @@ use serde::Serialize;
 
 use super::{Catalog, CatalogError};
 
-const NEXT_SEQUENCES: &str = "UPDATE partitions SET next_sequence = next_sequence + $3 \
-     WHERE table_name = $1 AND partition_id = $2 RETURNING next_sequence - $3";
-const INSERT_RESERVATIONS: &str =
-    "INSERT INTO sequence_reservations (table_name, partition_id, sequence) \
-     SELECT $1, $2, generate_series($3::bigint, $3::bigint + $4 - 1)";
-const DELETE_RESERVATION: &str = "DELETE FROM sequence_reservations \
-     WHERE table_name = $1 AND partition_id = $2 AND sequence = $3";
-const EXPIRE_RESERVATIONS: &str = "DELETE FROM sequence_reservations \
-     WHERE table_name = $1 AND reserved_at < now() - make_interval(secs => $2)";
 const INSERT_SEGMENT: &str =
     "INSERT INTO segments (table_name, partition_id, sequence, name, object_key, \
      row_count, byte_size, checksum, min_comparison, max_comparison, state) \
@@ -70,12 +61,14 @@ impl SegmentState {
         }
     }
 
-    fn parse(text: &str) -> SegmentState {
+    fn parse(text: &str) -> Result<SegmentState, String> {
         match text {
-            "online" => SegmentState::Online,
-            "replaced" => SegmentState::Replaced,
-            "dropped" => SegmentState::Dropped,
-            other => unreachable!("segments.state check constraint allows no `{other}`"),
+            "online" => Ok(SegmentState::Online),
+            "replaced" => Ok(SegmentState::Replaced),
+            "dropped" => Ok(SegmentState::Dropped),
+            other => Err(format!(
+                "unknown segment state `{other}` in the catalog (this minion knows online, replaced, dropped); is a newer minion writing to it?"
+            )),
         }
     }
 }
@@ -147,106 +140,15 @@ pub struct SegmentRow {
 #[serde(transparent)]
 pub struct SegmentStateText(pub SegmentState);
 
-impl From<String> for SegmentStateText {
-    fn from(text: String) -> Self {
-        SegmentStateText(SegmentState::parse(&text))
+impl TryFrom<String> for SegmentStateText {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        SegmentState::parse(&text).map(SegmentStateText)
     }
 }
 
 impl Catalog {
-    /// Reserves `count` consecutive sequence numbers of a partition and returns the first. The
-    /// numbers stay reserved (blocking merges across them) until `register_segments` uses them or
-    /// `release_sequences` gives them up; numbers never used leave harmless gaps.
-    pub async fn reserve_sequences(
-        &self,
-        table: &str,
-        partition: u32,
-        count: i64,
-    ) -> Result<i64, CatalogError> {
-        debug_assert!(count > 0);
-        let mut tx = self.pool.begin().await?;
-        let row: Option<(i64,)> = sqlx::query_as(NEXT_SEQUENCES)
-            .bind(table)
-            .bind(partition as i32)
-            .bind(count)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((first,)) = row else {
-            return Err(CatalogError::TableNotFound(format!(
-                "{table} (partition {partition})"
-            )));
-        };
-        sqlx::query(INSERT_RESERVATIONS)
-            .bind(table)
-            .bind(partition as i32)
-            .bind(first)
-            .bind(count)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(first)
-    }
-
-    /// Gives up reserved sequence numbers that will never be registered (a failed ingest).
-    pub async fn release_sequences(
-        &self,
-        table: &str,
-        reserved: &[(u32, i64)],
-    ) -> Result<(), CatalogError> {
-        for &(partition, sequence) in reserved {
-            sqlx::query(DELETE_RESERVATION)
-                .bind(table)
-                .bind(partition as i32)
-                .bind(sequence)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Drops reservations older than `max_age_seconds` (ingests that crashed); returns how many.
-    pub async fn expire_reservations(
-        &self,
-        table: &str,
-        max_age_seconds: f64,
-    ) -> Result<u64, CatalogError> {
-        let done = sqlx::query(EXPIRE_RESERVATIONS)
-            .bind(table)
-            .bind(max_age_seconds)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    /// Registers all segments online in one transaction: either every one is visible or none.
-    /// Each segment's sequence must still be reserved: a reservation GC expired (the ingest ran
-    /// longer than the reservation lifetime) may have let a merge span it, so it is refused.
-    pub async fn register_segments(
-        &self,
-        segments: &[NewSegment],
-    ) -> Result<Vec<i64>, CatalogError> {
-        let mut tx = self.pool.begin().await?;
-        let mut ids = Vec::with_capacity(segments.len());
-        for segment in segments {
-            let released = sqlx::query(DELETE_RESERVATION)
-                .bind(&segment.table)
-                .bind(segment.partition as i32)
-                .bind(segment.sequence)
-                .execute(&mut *tx)
-                .await?;
-            if released.rows_affected() != 1 {
-                return Err(CatalogError::ReservationExpired {
-                    table: segment.table.clone(),
-                    partition: segment.partition,
-                    sequence: segment.sequence,
-                });
-            }
-            ids.push(insert_segment(&mut tx, segment).await?);
-        }
-        tx.commit().await?;
-        Ok(ids)
-    }
-
     /// One segment by id, whatever its state.
     pub async fn segment(&self, id: i64) -> Result<Option<SegmentRow>, CatalogError> {
         Ok(sqlx::query_as::<_, SegmentRow>(SELECT_SEGMENT)

@@ -75,11 +75,15 @@ impl Catalog {
         expected: Option<i64>,
     ) -> Result<PublishOutcome, CatalogError> {
         debug_assert_eq!(snapshot.version, expected.unwrap_or(0) + 1);
-        let mut tx = self.pool.begin().await?;
+        let what = format!(
+            "publishing snapshot {} of {} partition {}",
+            snapshot.version, snapshot.table, snapshot.partition
+        );
+        let mut tx = self.write_tx(what).await?;
         let current: Option<(Option<i64>,)> = sqlx::query_as(LOCK_PARTITION)
             .bind(&snapshot.table)
             .bind(snapshot.partition as i32)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(tx.conn())
             .await?;
         let Some((current,)) = current else {
             return Err(CatalogError::TableNotFound(format!(
@@ -93,7 +97,7 @@ impl Catalog {
         let ids: Vec<i64> = snapshot.segments.iter().map(|(id, _)| *id).collect();
         let rows: Vec<(i64, String, String)> = sqlx::query_as(LOCK_SEGMENTS)
             .bind(&ids)
-            .fetch_all(&mut *tx)
+            .fetch_all(tx.conn())
             .await?;
         for (id, checksum) in &snapshot.segments {
             let still = rows.iter().any(|(row_id, row_checksum, state)| {
@@ -115,13 +119,13 @@ impl Catalog {
             .bind(snapshot.queryable_docs)
             .bind(snapshot.largest_comparison)
             .bind(snapshot.job_id)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?;
         sqlx::query(MOVE_POINTER)
             .bind(&snapshot.table)
             .bind(snapshot.partition as i32)
             .bind(snapshot.version)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?;
         tx.commit().await?;
         Ok(PublishOutcome::Published)

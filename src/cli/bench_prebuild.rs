@@ -185,6 +185,8 @@ pub(super) async fn bench_table(
         start_time_ms: 1_700_000_000_000,
         segment_rows,
         row_group_rows: 131_072,
+        idempotency_key: None,
+        reservation_lease: crate::ingest::DEFAULT_RESERVATION_LEASE,
         json: false,
     };
     ingest_with(context, &ingest_args).await?;

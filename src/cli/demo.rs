@@ -63,6 +63,8 @@ fn generated(
         start_time_ms: chrono::Utc::now().timestamp_millis(),
         segment_rows,
         row_group_rows: 16_384,
+        idempotency_key: None,
+        reservation_lease: crate::ingest::DEFAULT_RESERVATION_LEASE,
         json: false,
     }
 }

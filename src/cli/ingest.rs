@@ -49,6 +49,14 @@ pub struct IngestArgs {
     /// Rows per Parquet row group.
     #[arg(long, default_value_t = 131_072)]
     pub row_group_rows: usize,
+    /// Recorded with the registration: a rerun with the same key registers nothing if this one
+    /// committed (use it when rerunning an ingest whose outcome was unknown).
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// How long this ingest's sequence reservations outlive their last renewal; a killed ingest
+    /// blocks merges across its sequences for at most this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub reservation_lease: std::time::Duration,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -104,10 +112,34 @@ pub async fn ingest_with(context: &Context, args: &IngestArgs) -> anyhow::Result
         concurrency: 2,
         progress: std::io::stderr().is_terminal() && !args.json,
         expected_rows,
+        reservation_lease: args.reservation_lease,
+        idempotency_key: args.idempotency_key.clone(),
     };
+    if let Some(key) = &args.idempotency_key {
+        anyhow::ensure!(
+            !key.is_empty() && key.len() <= 200,
+            "--idempotency-key must be 1 to 200 characters"
+        );
+    }
+    anyhow::ensure!(
+        args.reservation_lease >= std::time::Duration::from_secs(1),
+        "--reservation-lease must be at least 1s (renewals come every third of it)"
+    );
     let started = Instant::now();
     let report = ingest::ingest(catalog, &store, table, source, options).await?;
     let seconds = started.elapsed().as_secs_f64();
+    if report.outcome == ingest::IngestOutcome::AlreadyRegistered {
+        if !args.json {
+            println!(
+                "already registered under idempotency key {}: {} rows in segments {:?} of table {}; nothing more was registered",
+                args.idempotency_key.as_deref().unwrap_or_default(),
+                report.rows,
+                report.segment_ids,
+                report.table
+            );
+        }
+        return Ok(report);
+    }
     if !args.json {
         println!(
             "ingested {} rows into {} segments of table {} ({}) in {:.1}s ({:.0} rows/s)",

@@ -70,7 +70,10 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::resolve(&cli.global)?;
+    let mut settings = Settings::resolve(&cli.global)?;
+    // Held until the command ends: the directory goes with it (or with the next worker's sweep).
+    let staging = crate::staging::ProcessStaging::create(&settings.staging_root)?;
+    settings.use_process_staging(&staging);
     let context = Context::new(settings);
     match cli.command {
         Command::Migrate => {

@@ -67,6 +67,21 @@ impl WorkerArgs {
 
 pub async fn run(context: &Context, args: WorkerArgs) -> anyhow::Result<()> {
     let options = args.options()?;
+    // Staging directories of processes that were killed (a pod's emptyDir outlives them).
+    let root = context.settings.staging_root.clone();
+    match tokio::task::spawn_blocking(move || crate::staging::sweep(&root)).await? {
+        Ok(swept) if !swept.removed.is_empty() => {
+            tracing::info!(
+                removed = swept.removed.len(),
+                live = swept.live,
+                "removed staging directories of processes that are gone"
+            )
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "cannot sweep the staging directory")
+        }
+    }
     context
         .max_connections
         .store(options.concurrency as u32 + 4, Ordering::Relaxed);

@@ -106,10 +106,6 @@ pub async fn merge(
         return Ok(report);
     };
     report.snapshot_version = Some(snapshot.version);
-    let mut bitmaps = Vec::with_capacity(inputs.len());
-    for segment in &inputs {
-        bitmaps.push(snapshot.valid_docs(services, segment).await?);
-    }
     let guard = SequenceGuard {
         table: table_name.to_string(),
         partition,
@@ -117,6 +113,24 @@ pub async fn merge(
         high: inputs.last().map(|s| s.sequence).unwrap_or_default(),
         covered: snapshot.manifest.segments.iter().map(|s| s.id).collect(),
     };
+    // Checked before anything is downloaded: a merge the swap would refuse does no work. The swap
+    // checks again, in its own transaction.
+    if let Some(sequence) = catalog
+        .sequence_gap(&guard, &report.input_segment_ids)
+        .await?
+    {
+        tracing::info!(
+            sequence,
+            "a foreign sequence lies inside the merge's range; nothing to do"
+        );
+        report.outcome = "sequence_gap".into();
+        report.gap_sequence = Some(sequence);
+        return Ok(report);
+    }
+    let mut bitmaps = Vec::with_capacity(inputs.len());
+    for segment in &inputs {
+        bitmaps.push(snapshot.valid_docs(services, segment).await?);
+    }
     let expected: Vec<(i64, String)> = inputs.iter().map(|s| (s.id, s.checksum.clone())).collect();
 
     // Outputs: consecutive inputs, each output up to the target size (at least one input each).

@@ -7,11 +7,15 @@
 //!   segments are not judged: without a snapshot nothing is known to be invalid);
 //! - runs of consecutive small segments (valid rows under half the target size) with some
 //!   invalid rows become `merge` groups, each bounded by the target size and the per-merge
-//!   segment cap; consecutive, because a merge spanning a foreign sequence would be refused;
+//!   segment cap; consecutive, because a merge spanning a foreign sequence would be refused (for
+//!   the same reason a group never spans a sequence an ingest in flight has reserved: such a
+//!   group is split there, counted under the skip reason `merge_split_by_reservation`);
 //! - remaining segments whose invalid ratio and count both reach the thresholds get a `compact`,
 //!   largest invalid count first.
 //!
 //! At most `max_tasks_per_table` compact and merge tasks per table and plan.
+
+use std::collections::BTreeMap;
 
 use chrono::Utc;
 use serde::Serialize;
@@ -26,6 +30,7 @@ use crate::tasks::Services;
 pub struct SegmentCandidate {
     pub segment_id: i64,
     pub partition: u32,
+    pub sequence: i64,
     pub rows: u64,
     pub valid_docs: u64,
 }
@@ -42,12 +47,23 @@ pub struct MergeGroup {
     pub segments: Vec<SegmentCandidate>,
 }
 
+/// Why a candidate task was not planned (or planned smaller), counted in the plan's report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A merge group was split where an ingest in flight holds a reserved sequence.
+    MergeSplitByReservation,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CompactionPlan {
     pub table: String,
     pub prebuild: Vec<u32>,
     pub merge: Vec<MergeGroup>,
     pub compact: Vec<SegmentCandidate>,
+    /// Reservations of ingests that were gone (lease run out), released by this plan.
+    pub reservations_expired: u64,
+    pub skipped: BTreeMap<SkipReason, u64>,
 }
 
 impl CompactionPlan {
@@ -81,6 +97,11 @@ pub async fn plan(services: &Services, table_name: &str) -> anyhow::Result<Compa
         table: table_name.to_string(),
         ..CompactionPlan::default()
     };
+    // Reservations of dead ingests would split merge groups for nothing: release them first.
+    plan.reservations_expired = services
+        .catalog
+        .expire_reservations(table_name, None)
+        .await?;
     let mut compact = Vec::new();
     for partition in 0..table.partitions {
         let online = services
@@ -105,7 +126,17 @@ pub async fn plan(services: &Services, table_name: &str) -> anyhow::Result<Compa
             .iter()
             .map(|segment| judge(&table, segment, &snapshot))
             .collect();
-        let (groups, rest) = select_partition(&table, partition, judged);
+        let reserved = services
+            .catalog
+            .outstanding_reservations(table_name, partition)
+            .await?;
+        let (groups, rest, splits) = select_partition(&table, partition, judged, &reserved);
+        if splits > 0 {
+            *plan
+                .skipped
+                .entry(SkipReason::MergeSplitByReservation)
+                .or_default() += splits;
+        }
         plan.merge.extend(groups);
         compact.extend(rest);
     }
@@ -131,18 +162,22 @@ fn judge(
     Some(SegmentCandidate {
         segment_id: segment.id,
         partition: segment.partition as u32,
+        sequence: segment.sequence,
         rows: segment.row_count as u64,
         valid_docs: entry.valid_docs,
     })
 }
 
 /// Splits one partition's online segments (in sequence order; None = not eligible) into merge
-/// groups and compaction candidates.
+/// groups and compaction candidates; no group spans a `reserved` sequence. Also returns how many
+/// groups were split at a reservation.
 fn select_partition(
     table: &TableConfig,
     partition: u32,
     judged: Vec<Option<SegmentCandidate>>,
-) -> (Vec<MergeGroup>, Vec<SegmentCandidate>) {
+    reserved: &[i64],
+) -> (Vec<MergeGroup>, Vec<SegmentCandidate>, u64) {
+    let mut splits = 0;
     let settings = &table.compaction;
     let small = |c: &SegmentCandidate| {
         c.invalid() > 0 && c.valid_docs > 0 && c.valid_docs * 2 < settings.target_segment_rows
@@ -171,7 +206,15 @@ fn select_partition(
             continue;
         }
         let rows: u64 = current.iter().map(|c| c.valid_docs).sum();
-        if rows + candidate.valid_docs > settings.target_segment_rows
+        let spans_reservation = current.last().is_some_and(|last| {
+            reserved
+                .iter()
+                .any(|&r| last.sequence < r && r < candidate.sequence)
+        });
+        if spans_reservation {
+            splits += 1;
+            close(&mut current, &mut compact);
+        } else if rows + candidate.valid_docs > settings.target_segment_rows
             || current.len() >= settings.max_segments_per_merge as usize
         {
             close(&mut current, &mut compact);
@@ -188,7 +231,7 @@ fn select_partition(
                 && invalid as f64 >= settings.invalid_ratio_threshold * c.rows as f64
         })
         .collect();
-    (groups, compact)
+    (groups, compact, splits)
 }
 
 #[cfg(test)]
@@ -222,6 +265,7 @@ type = "int64"
         Some(SegmentCandidate {
             segment_id: id,
             partition: 0,
+            sequence: id * 10,
             rows,
             valid_docs: valid,
         })
@@ -247,7 +291,8 @@ type = "int64"
             None,                  // buffer period: breaks contiguity
             candidate(7, 100, 20),
         ];
-        let (groups, compact) = select_partition(&table, 0, judged);
+        let (groups, compact, splits) = select_partition(&table, 0, judged, &[]);
+        assert_eq!(splits, 0);
         assert_eq!(ids(&groups), vec![vec![1, 2, 3], vec![4, 5]]);
         // 6 and 7 were left alone in their runs: compacted if over the thresholds.
         let compact: Vec<i64> = compact.iter().map(|c| c.segment_id).collect();
@@ -264,9 +309,26 @@ type = "int64"
             candidate(4, 1000, 0),   // nothing valid: compact drops it
             candidate(5, 1000, 1000),
         ];
-        let (groups, compact) = select_partition(&table, 0, judged);
+        let (groups, compact, _) = select_partition(&table, 0, judged, &[]);
         assert!(groups.is_empty());
         let compact: Vec<i64> = compact.iter().map(|c| c.segment_id).collect();
         assert_eq!(compact, vec![2, 4]);
+    }
+
+    #[test]
+    fn merge_groups_never_span_a_reserved_sequence() {
+        let table = table(1000, 10);
+        // Sequences 10..=50; an ingest in flight holds 25 (between segments 2 and 3).
+        let judged = (1..=5).map(|id| candidate(id, 100, 10)).collect();
+        let (groups, compact, splits) = select_partition(&table, 0, judged, &[25, 60]);
+        assert_eq!(ids(&groups), vec![vec![1, 2], vec![3, 4, 5]]);
+        assert_eq!(splits, 1);
+        assert!(compact.is_empty());
+        // A reservation that leaves a single segment on one side: that one is not merged.
+        let judged = (1..=3).map(|id| candidate(id, 100, 10)).collect();
+        let (groups, compact, splits) = select_partition(&table, 0, judged, &[15]);
+        assert_eq!(ids(&groups), vec![vec![2, 3]]);
+        assert_eq!(splits, 1);
+        assert_eq!(compact.len(), 1);
     }
 }

@@ -2,6 +2,14 @@
 //! a stable hash of the primary key, cut into segments of `segment_rows` rows, written as Parquet,
 //! uploaded under fresh names, and registered online in one catalog transaction at the end, so a
 //! failed ingest registers nothing (its uploaded objects are deleted, or left for GC on a crash).
+//!
+//! Each segment's sequence is reserved before it is written, under a lease this ingest renews
+//! while it runs (`catalog::reservations`): a killed ingest stops blocking merges within a lease.
+//!
+//! When the answer to the registration's COMMIT is lost, the catalog is asked what happened
+//! (`catalog::commit`). Uploads are deleted only on a definite "no"; if nobody can tell, they stay
+//! for gc's orphan sweep and the error says how to check and that a rerun is safe. With an
+//! idempotency key, a rerun after a registration that did commit registers nothing.
 
 mod columns;
 pub mod generate;
@@ -10,13 +18,14 @@ pub mod sources;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::catalog::{Catalog, NewSegment};
+use crate::catalog::{Catalog, CatalogError, IngestRegistration, NewSegment, ReservationLease};
 use crate::segment::{new_segment_name, SegmentWriter, WriteOptions};
 use crate::storage::Store;
 use crate::table::TableConfig;
@@ -38,6 +47,13 @@ pub enum IngestError {
     Input { file: String, message: String },
     #[error("bad ingest options: {0}")]
     Options(String),
+    #[error("{source}.\nCheck with `minion segment ls --table {table}` whether these segments are listed: {names}. {rerun} The uploaded objects were left in place; gc removes them if nothing references them")]
+    OutcomeUnknown {
+        table: String,
+        names: String,
+        rerun: String,
+        source: Box<CatalogError>,
+    },
 }
 
 fn location(line: u64, column: Option<&str>) -> String {
@@ -64,7 +80,14 @@ pub struct IngestOptions {
     pub progress: bool,
     /// Expected total rows, for the progress bar; 0 if unknown.
     pub expected_rows: u64,
+    /// How long a reservation outlives its last renewal (renewed every third of it).
+    pub reservation_lease: Duration,
+    /// Recorded with the registration; a rerun with the same key registers nothing.
+    pub idempotency_key: Option<String>,
 }
+
+/// The default reservation lease: a killed ingest blocks merges across its sequences this long.
+pub const DEFAULT_RESERVATION_LEASE: Duration = Duration::from_secs(30);
 
 impl Default for IngestOptions {
     fn default() -> Self {
@@ -75,17 +98,45 @@ impl Default for IngestOptions {
             concurrency: 2,
             progress: false,
             expected_rows: 0,
+            reservation_lease: DEFAULT_RESERVATION_LEASE,
+            idempotency_key: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestOutcome {
+    /// This run registered its segments.
+    Registered,
+    /// An earlier run with the same idempotency key had registered; this one registered nothing.
+    AlreadyRegistered,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IngestReport {
     pub table: String,
+    pub outcome: IngestOutcome,
+    pub idempotency_key: Option<String>,
     pub rows: u64,
     pub bytes: u64,
     pub segment_ids: Vec<i64>,
+    /// The segments this run wrote (none when already registered).
     pub segments: Vec<NewSegment>,
+}
+
+impl IngestReport {
+    fn already_registered(registration: IngestRegistration) -> IngestReport {
+        IngestReport {
+            table: registration.table,
+            outcome: IngestOutcome::AlreadyRegistered,
+            idempotency_key: Some(registration.idempotency_key),
+            rows: registration.row_count as u64,
+            bytes: registration.byte_size as u64,
+            segment_ids: registration.segment_ids,
+            segments: Vec::new(),
+        }
+    }
 }
 
 /// A segment's worth of rows for one partition, in stream order.
@@ -107,6 +158,14 @@ pub async fn ingest(
         options.segment_rows > 0,
         "--segment-rows must be at least 1"
     );
+    if let Some(key) = &options.idempotency_key {
+        if let Some(done) = catalog.ingest_registration(&table.name, key).await? {
+            tracing::info!(table = %table.name, key = %key, "already registered under this idempotency key; nothing to do");
+            return Ok(IngestReport::already_registered(done));
+        }
+    }
+    let lease = ReservationLease::new(options.reservation_lease);
+    let _renewer = Renewer::start(catalog.clone(), lease.clone());
     let staging = tempfile::Builder::new()
         .prefix("minion-ingest-")
         .tempdir_in(&options.staging_dir)
@@ -135,7 +194,7 @@ pub async fn ingest(
     while let Some(cut) = cut_rx.recv().await {
         // Sequences are reserved in cut order, which is stream order within a partition.
         let sequence = match catalog
-            .reserve_sequences(&table.name, cut.partition, 1)
+            .reserve_sequences(&lease, &table.name, cut.partition, 1)
             .await
         {
             Ok(sequence) => {
@@ -182,20 +241,46 @@ pub async fn ingest(
     }
     progress.finish_and_clear();
 
+    let undo = Undo {
+        catalog,
+        store,
+        lease: &lease,
+        table: &table.name,
+        reserved: &reserved,
+    };
     if let Some(err) = failure {
-        give_up(catalog, store, &table.name, &written, &reserved).await;
+        undo.give_up(&written).await;
         return Err(err);
     }
     written.sort_by_key(|s| (s.partition, s.sequence));
-    let segment_ids = match catalog.register_segments(&written).await {
+    crate::faults::pause_point("ingest:before_register").await;
+    let key = options.idempotency_key.as_deref();
+    let segment_ids = match catalog.register_segments(&lease, &written, key).await {
         Ok(ids) => ids,
+        Err(CatalogError::AlreadyRegistered { .. }) => {
+            // A concurrent run with our key committed first; our transaction did not.
+            undo.give_up(&written).await;
+            let key = key.expect("only keyed registrations conflict");
+            let done = catalog.ingest_registration(&table.name, key).await?;
+            return Ok(IngestReport::already_registered(done.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the registration under idempotency key `{key}` vanished; run the ingest again"
+                )
+            })?));
+        }
+        Err(source @ CatalogError::OutcomeUnknown { .. }) => {
+            // Maybe registered: deleting the uploads could leave online segments without objects.
+            return Err(outcome_unknown(&table.name, &written, key, source).into());
+        }
         Err(err) => {
-            give_up(catalog, store, &table.name, &written, &reserved).await;
+            undo.give_up(&written).await;
             return Err(err.into());
         }
     };
     Ok(IngestReport {
         table: table.name.clone(),
+        outcome: IngestOutcome::Registered,
+        idempotency_key: options.idempotency_key.clone(),
         rows: written.iter().map(|s| s.row_count).sum(),
         bytes: written.iter().map(|s| s.byte_size).sum(),
         segment_ids,
@@ -203,18 +288,70 @@ pub async fn ingest(
     })
 }
 
-/// Undoes a failed ingest: its uploads are deleted and its sequence reservations released (a
-/// failure here is only logged: GC expires reservations and sweeps orphan objects anyway).
-async fn give_up(
-    catalog: &Catalog,
-    store: &Store,
+fn outcome_unknown(
     table: &str,
     written: &[NewSegment],
-    reserved: &[(u32, i64)],
-) {
-    discard_uploads(store, written).await;
-    if let Err(err) = catalog.release_sequences(table, reserved).await {
-        tracing::warn!(%table, error = %err, "could not release sequence reservations; GC will expire them");
+    key: Option<&str>,
+    source: CatalogError,
+) -> IngestError {
+    let names: Vec<&str> = written.iter().map(|s| s.name.as_str()).collect();
+    let rerun = match key {
+        Some(key) => format!(
+            "Rerunning the same ingest with `--idempotency-key {key}` is safe: it registers nothing if this one committed."
+        ),
+        None => "Rerunning is safe for upsert semantics: if this one committed, a rerun adds a second copy of the same rows, which changes no result unless a row ingested since has the same key and comparison value (the tie then goes to the rerun's copy). Pass `--idempotency-key` to make reruns exact no-ops.".to_string(),
+    };
+    IngestError::OutcomeUnknown {
+        table: table.to_string(),
+        names: names.join(", "),
+        rerun,
+        source: Box::new(source),
+    }
+}
+
+/// What undoing a failed ingest needs.
+struct Undo<'a> {
+    catalog: &'a Catalog,
+    store: &'a Store,
+    lease: &'a ReservationLease,
+    table: &'a str,
+    reserved: &'a [(u32, i64)],
+}
+
+impl Undo<'_> {
+    /// Only on a definite "no": uploads are deleted and reservations released (a failure here is
+    /// only logged: reservations expire with their lease and gc sweeps orphan objects anyway).
+    async fn give_up(&self, written: &[NewSegment]) {
+        discard_uploads(self.store, written).await;
+        if let Err(err) = self
+            .catalog
+            .release_sequences(self.lease, self.table, self.reserved)
+            .await
+        {
+            tracing::warn!(table = %self.table, error = %err, "could not release sequence reservations; they expire with their lease");
+        }
+    }
+}
+
+/// Renews the ingest's reservations every third of their lease until dropped.
+struct Renewer(tokio::task::JoinHandle<()>);
+
+impl Renewer {
+    fn start(catalog: Catalog, lease: ReservationLease) -> Renewer {
+        Renewer(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease.lease / 3).await;
+                if let Err(err) = catalog.renew_reservations(&lease).await {
+                    tracing::warn!(error = %err, "cannot renew sequence reservations; they expire unless a renewal gets through");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

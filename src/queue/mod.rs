@@ -35,7 +35,31 @@ impl Queue {
     }
 
     /// Inserts a job (or finds the unfinished job holding its unique key) and wakes workers.
+    ///
+    /// A job with a unique key is its own identity: when the connection fails (the answer to the
+    /// commit may be lost), submitting again learns the outcome (it finds the job if the first
+    /// try committed) so it is retried for a few seconds. Without a key a retry could submit
+    /// twice, so the error is returned.
     pub async fn submit(&self, job: &NewJob) -> Result<Submitted, QueueError> {
+        let mut delay = Duration::from_millis(100);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.submit_once(job).await {
+                Err(err)
+                    if job.unique_key.is_some()
+                        && err.is_connection()
+                        && tokio::time::Instant::now() + delay < give_up =>
+                {
+                    tracing::debug!(error = %err, key = ?job.unique_key, "submission failed on the connection; submitting again under its unique key");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn submit_once(&self, job: &NewJob) -> Result<Submitted, QueueError> {
         let mut tx = self.pool.begin().await?;
         let submitted = Self::submit_in(&mut tx, job).await?;
         tx.commit().await?;
@@ -199,6 +223,22 @@ impl Queue {
             .bind(error)
             .bind(millis(backoff))
             .bind(permanent)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|(state,)| JobState::parse(&state)))
+    }
+
+    /// The state of job `id` if its attempt is still `attempt`, else `None`. After a transition
+    /// whose answer was lost, this tells whether it happened: only the attempt's holder moves it
+    /// out of `running` (a rescue moves it too, but to `retryable` with "lease expired" recorded).
+    pub async fn attempt_state(
+        &self,
+        id: i64,
+        attempt: i32,
+    ) -> Result<Option<JobState>, QueueError> {
+        let row: Option<(String,)> = sqlx::query_as(sql::ATTEMPT_STATE)
+            .bind(id)
+            .bind(attempt)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.and_then(|(state,)| JobState::parse(&state)))

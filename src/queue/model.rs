@@ -152,3 +152,31 @@ pub enum QueueError {
     #[error("queue query failed: {0}")]
     Database(#[from] sqlx::Error),
 }
+
+impl QueueError {
+    /// The connection failed (reset, timeout, server restarting): the statement's outcome is
+    /// unknown, and asking again may answer.
+    pub fn is_connection(&self) -> bool {
+        match self {
+            QueueError::Database(err) => is_connection_error(err),
+            QueueError::NotFound(_) => false,
+        }
+    }
+}
+
+/// Whether `err` is a lost or refused connection rather than an answer from Postgres.
+pub fn is_connection_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08 (connection exception) and 57P0x (the server shutting down or starting).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+        _ => false,
+    }
+}

@@ -127,6 +127,10 @@ pub const RESCUE_EXPIRED: &str = "
     WHERE jobs.id = expired.id
     RETURNING jobs.id, jobs.state::text";
 
+/// The state of job $1 if its attempt is still $2: how a transition whose answer was lost learns
+/// whether it happened (no other worker can move attempt $2 to a finished state but its holder).
+pub const ATTEMPT_STATE: &str = "SELECT state::text FROM jobs WHERE id = $1 AND attempt = $2";
+
 /// Cancels job $1: an unstarted job ends at once; a running one is flagged for its worker.
 /// Returns the state after the statement. Finished jobs are left alone.
 pub const CANCEL: &str = "

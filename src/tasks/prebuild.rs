@@ -22,6 +22,9 @@ pub fn task() -> Arc<dyn Task> {
     Arc::new(Prebuild)
 }
 
+/// Builds one job tries while covered segments keep changing under it.
+const MAX_BUILDS: u32 = 5;
+
 /// The unique key that keeps one prebuild per partition in the queue.
 pub fn unique_key(table: &str, partition: u32) -> String {
     format!("prebuild:{table}:{partition}")
@@ -47,16 +50,32 @@ impl Task for Prebuild {
         let args: PrebuildArgs = parse_args(&args).map_err(JobError::permanent)?;
         let services = &context.services;
         let job_id = (context.job_id > 0).then_some(context.job_id);
-        let report = prebuild(
-            &services.catalog,
-            &services.store,
-            &args.table,
-            args.partition,
-            job_id,
-            &services.prebuild,
-        )
-        .await
-        .map_err(classify)?;
+        // A compaction or merge that lands while we build makes the build moot; building again
+        // at once is cheap (runs of unchanged segments are reused) and burns no attempt.
+        let mut builds = 0;
+        let report = loop {
+            builds += 1;
+            let report = prebuild(
+                &services.catalog,
+                &services.store,
+                &args.table,
+                args.partition,
+                job_id,
+                &services.prebuild,
+            )
+            .await
+            .map_err(classify)?;
+            if report.outcome != "segment_changed" {
+                break report;
+            }
+            if builds >= MAX_BUILDS {
+                return Err(JobError::Retryable(anyhow::anyhow!(
+                    "segments of {} partition {} kept changing while {builds} snapshots were built; not published, retry later",
+                    args.table,
+                    args.partition
+                )));
+            }
+        };
         tracing::info!(
             table = %report.table, partition = report.partition, outcome = %report.outcome,
             version = ?report.version, keys = report.key_count, seconds = report.seconds, "prebuild finished"

@@ -164,6 +164,7 @@ pub(super) async fn completer(
             }
         }
         let mut delay = Duration::from_millis(100);
+        let mut answer_lost = false;
         let give_up_at = tokio::time::Instant::now() + shared.options.lease;
         loop {
             if tokio::time::Instant::now() >= give_up_at {
@@ -175,7 +176,11 @@ pub(super) async fn completer(
                 break;
             }
             match shared.queue.complete_many(&batch).await {
-                Ok(completed) => {
+                Ok(mut completed) => {
+                    if completed.len() < batch.len() && answer_lost {
+                        // An earlier try may have committed without our hearing: ask.
+                        completed.extend(completed_before(&shared, &batch, &completed).await);
+                    }
                     shared
                         .stats
                         .completed
@@ -191,6 +196,7 @@ pub(super) async fn completer(
                     break;
                 }
                 Err(err) => {
+                    answer_lost = true;
                     tracing::warn!(error = %err, jobs = batch.len(), "cannot record completions; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -199,6 +205,29 @@ pub(super) async fn completer(
         }
         batch.clear();
     }
+}
+
+/// Jobs of `batch` missing from `answered` that are completed under the attempt we completed:
+/// an earlier try of the batch committed and its answer was lost.
+async fn completed_before(
+    shared: &Shared,
+    batch: &[(i64, i32, serde_json::Value)],
+    answered: &[i64],
+) -> Vec<i64> {
+    let mut learned = Vec::new();
+    for (id, attempt, _) in batch.iter().filter(|b| !answered.contains(&b.0)) {
+        match shared.queue.attempt_state(*id, *attempt).await {
+            Ok(Some(crate::queue::JobState::Completed)) => learned.push(*id),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(job = id, error = %err, "cannot learn whether the job's completion committed")
+            }
+        }
+    }
+    if !learned.is_empty() {
+        tracing::info!(jobs = ?learned, "completions whose answer was lost had committed");
+    }
+    learned
 }
 
 /// Sleeps for `duration`; returns true if `stop` fired first.

@@ -121,9 +121,15 @@ async fn record(
                 Ok(Some(state)) => {
                     tracing::warn!(error = %message, permanent, new_state = state.as_str(), "job failed")
                 }
-                Ok(None) => {
-                    tracing::warn!(error = %message, "job failed after losing its lease; nothing recorded")
-                }
+                Ok(None) => match queue.attempt_state(job.id, job.attempt).await {
+                    // A retried call whose first try committed unheard finds the job moved on.
+                    Ok(Some(state)) if state != crate::queue::JobState::Running => {
+                        tracing::warn!(error = %message, permanent, new_state = state.as_str(), "job failed")
+                    }
+                    _ => {
+                        tracing::warn!(error = %message, "job failed after losing its lease; nothing recorded")
+                    }
+                },
                 Err(db) => {
                     tracing::error!(error = %message, db_error = %db, "job failed and the failure could not be recorded; its lease will expire")
                 }

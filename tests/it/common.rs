@@ -29,10 +29,16 @@ fn admin_url() -> &'static str {
 pub struct TestDb {
     pub url: String,
     name: String,
+    admin: String,
 }
 
 impl TestDb {
     pub fn new() -> TestDb {
+        TestDb::on(admin_url())
+    }
+
+    /// A fresh database on the server of `admin` (a URL of a database that can create others).
+    pub fn on(admin: &str) -> TestDb {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "minion_t_{}_{}_{:x}",
@@ -40,14 +46,14 @@ impl TestDb {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             rand::random::<u32>()
         );
-        let admin = admin_url().to_string();
         let statement = format!("CREATE DATABASE {name}");
-        run_admin(&admin, &statement);
-        let mut url = url::Url::parse(&admin).expect("admin URL parses");
+        run_admin(admin, &statement);
+        let mut url = url::Url::parse(admin).expect("admin URL parses");
         url.set_path(&format!("/{name}"));
         TestDb {
             url: url.to_string(),
             name,
+            admin: admin.to_string(),
         }
     }
 }
@@ -55,7 +61,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        run_admin(admin_url(), &statement);
+        run_admin(&self.admin, &statement);
     }
 }
 
@@ -187,8 +193,12 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new(kind: StoreKind) -> TestEnv {
+        TestEnv::with_db(kind, TestDb::new())
+    }
+
+    /// A world on a given database (e.g. on a private cluster a test restarts).
+    pub fn with_db(kind: StoreKind, db: TestDb) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::new();
         let mut env = BTreeMap::new();
         let store_url = match kind {
             StoreKind::Local => dir.path().join("store").display().to_string(),
@@ -312,8 +322,21 @@ impl TestEnv {
         child
     }
 
-    /// Every object under the store root (local stores only), as keys.
+    /// Every object under the store root, as keys.
     pub fn objects(&self) -> std::collections::BTreeSet<String> {
+        if self.store_url.starts_with("s3://") {
+            let store = self.store();
+            return std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let listed = runtime.block_on(store.list("tables")).unwrap();
+                listed.into_iter().map(|o| o.location.to_string()).collect()
+            })
+            .join()
+            .unwrap();
+        }
         let root = PathBuf::from(&self.store_url);
         let mut found = std::collections::BTreeSet::new();
         let mut stack = vec![root.clone()];
@@ -422,6 +445,20 @@ impl TestEnv {
     /// What a background process logged so far.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// The catalog, for what the CLI does not expose (e.g. reservations of an ingest in flight).
+    pub fn with_catalog<T>(
+        &self,
+        work: impl AsyncFnOnce(&upsert_minion::catalog::Catalog) -> T,
+    ) -> T {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let catalog = upsert_minion::catalog::Catalog::connect(&self.db.url)
+                .await
+                .unwrap();
+            work(&catalog).await
+        })
     }
 
     /// A local-store world with the example `orders` table and a generated stream ingested.

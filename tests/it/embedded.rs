@@ -56,4 +56,39 @@ fn embedded_database_starts_is_reused_and_stops() {
     assert!(stopped.contains("stopped"), "{stopped}");
     let (status, _) = run(&["dev", "status"]);
     assert!(status.contains("not running"), "{status}");
+
+    // A stale postmaster.pid whose pid now belongs to another live process of the cluster's user
+    // (what a crash or reboot can leave): `pg_ctl status` calls that running; minion must not.
+    let mut impostor = std::process::Command::new("sleep");
+    impostor.arg("120");
+    if let Some(uid) = postgres_uid() {
+        use std::os::unix::process::CommandExt;
+        impostor.uid(uid);
+    }
+    let mut impostor = impostor.spawn().unwrap();
+    let pid_file = dev_dir.join("data/postmaster.pid");
+    std::fs::write(
+        &pid_file,
+        format!("{}\n{}\n", impostor.id(), dev_dir.join("data").display()),
+    )
+    .unwrap();
+    let (listed, stderr) = run(&["table", "ls"]);
+    impostor.kill().unwrap();
+    impostor.wait().unwrap();
+    assert!(listed.contains("orders"), "{listed}\n{stderr}");
+    assert!(stderr.contains("stale"), "says what it removed: {stderr}");
+    run(&["dev", "stop"]);
+}
+
+/// The uid the embedded cluster runs as when the tests run as root.
+fn postgres_uid() -> Option<u32> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let output = std::process::Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .ok()?;
+    String::from_utf8(output.stdout).ok()?.trim().parse().ok()
 }

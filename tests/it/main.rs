@@ -4,13 +4,17 @@ mod common;
 
 mod bad_input;
 mod catalog;
+mod chaos;
 mod compaction;
 mod crash;
 mod embedded;
 mod gc;
 mod ingest;
+mod liveness;
+mod lost_commit;
 mod merge;
 mod pipeline;
+mod proxy;
 mod queue;
 mod readers;
 mod snapshot;

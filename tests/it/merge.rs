@@ -2,7 +2,7 @@
 //! the sequence guard that keeps every tie-break (refusing while a foreign sequence lies inside).
 
 use serde_json::{json, Value};
-use upsert_minion::catalog::Catalog;
+use upsert_minion::catalog::ReservationLease;
 
 use crate::common::{python, TestEnv};
 
@@ -122,7 +122,7 @@ fn merge_splits_at_the_target_size_and_copies_whole_row_groups() {
     let inputs = env.online("orders", 0);
     // Outputs of about a third of the valid rows each: the job reads the target from the catalog.
     let target = before.len() / 3 + 1;
-    with_catalog(&env, async |_| {
+    env.with_catalog(async |_| {
         let pool = sqlx::PgPool::connect(&env.db.url).await.unwrap();
         sqlx::query("UPDATE tables SET config = jsonb_set(config, '{compaction,target_segment_rows}', to_jsonb($1::bigint)) WHERE name = 'orders'")
             .bind(target as i64)
@@ -172,21 +172,16 @@ fn merge_splits_at_the_target_size_and_copies_whole_row_groups() {
         .contains("partition 0: snapshot 2 matches"));
 }
 
-/// The catalog, for what the CLI does not expose (reservations of an in-flight ingest).
-fn with_catalog<T>(env: &TestEnv, work: impl AsyncFnOnce(&Catalog) -> T) -> T {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let catalog = Catalog::connect(&env.db.url).await.unwrap();
-        work(&catalog).await
-    })
-}
-
 #[test]
 fn merge_refuses_while_a_foreign_sequence_lies_inside_its_range() {
     let env = setup();
     // An ingest that reserved a sequence and has not registered yet, then a newer ingest.
-    let reserved = with_catalog(&env, async |catalog| {
-        catalog.reserve_sequences("orders", 0, 1).await.unwrap()
+    let lease = ReservationLease::new(std::time::Duration::from_secs(3600));
+    let reserved = env.with_catalog(async |catalog| {
+        catalog
+            .reserve_sequences(&lease, "orders", 0, 1)
+            .await
+            .unwrap()
     });
     env.ingest_generated(20000, 3000, 6, 1000);
     env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
@@ -207,9 +202,9 @@ fn merge_refuses_while_a_foreign_sequence_lies_inside_its_range() {
     assert_eq!(env.online("orders", 0), segments, "nothing changed");
 
     // Released (the ingest gave up): the same merge goes through.
-    with_catalog(&env, async |catalog| {
+    env.with_catalog(async |catalog| {
         catalog
-            .release_sequences("orders", &[(0, reserved)])
+            .release_sequences(&lease, "orders", &[(0, reserved)])
             .await
             .unwrap()
     });

@@ -8,7 +8,9 @@
 //! The rule, applied by every write that other work depends on (ingest's registration, the
 //! compact/merge swap, prebuild's publish, gc's row deletions, sequence reservations):
 //! - the write runs in a [`WriteTx`], which asks for its transaction id first
-//!   (`pg_current_xact_id()`, one round trip) and remembers its backend's pid;
+//!   (`pg_current_xact_id()`, one round trip), remembers its backend's pid, and turns
+//!   `synchronous_commit` on for itself (a commit that was answered must survive a crash of a
+//!   server that runs with asynchronous commit: the chaos test found batches lost that way);
 //! - an error before `COMMIT` was sent is a plain "no": nothing commits without `COMMIT`;
 //! - an error from `COMMIT` itself is answered by [`WriteTx::commit`] on a fresh connection with
 //!   `pg_xact_status(xid)`, which Postgres keeps exactly for this: `committed` and `aborted` are
@@ -31,7 +33,11 @@ use super::CatalogError;
 /// `MINION_COMMIT_LEARN_DEADLINE` says otherwise. Long enough for a Postgres restart.
 pub const LEARN_DEADLINE: Duration = Duration::from_secs(60);
 
-const BEGIN_WRITE: &str = "SELECT pg_current_xact_id()::text::bigint, pg_backend_pid()";
+/// The transaction id and backend pid, and `synchronous_commit` on for this transaction: an
+/// answered (or learned) commit of these writes must survive a server crash even where the
+/// server runs with asynchronous commit, since objects are deleted on the strength of it.
+const BEGIN_WRITE: &str = "SELECT pg_current_xact_id()::text::bigint, pg_backend_pid(), \
+     set_config('synchronous_commit', 'on', true)";
 const XACT_STATUS: &str = "SELECT pg_xact_status($1::bigint::text::xid8)";
 /// Terminates the backend that still runs transaction $2 (the pid alone could have been reused).
 const TERMINATE_WRITER: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -62,7 +68,8 @@ impl WriteTx {
         deadline: Duration,
     ) -> Result<WriteTx, CatalogError> {
         let mut tx = pool.begin().await?;
-        let (xid, pid): (i64, i32) = sqlx::query_as(BEGIN_WRITE).fetch_one(&mut *tx).await?;
+        let (xid, pid, _): (i64, i32, String) =
+            sqlx::query_as(BEGIN_WRITE).fetch_one(&mut *tx).await?;
         Ok(WriteTx {
             tx,
             pool: pool.clone(),

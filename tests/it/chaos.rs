@@ -22,7 +22,6 @@ use crate::proxy::{PgProxy, ResetProxy};
 
 const KEYS: i64 = 500;
 const ROWS_PER_BATCH: usize = 1200;
-const BATCHES: usize = 10;
 
 /// One row of the stream, and where it stands in upsert order.
 #[derive(Debug, Clone)]
@@ -34,9 +33,9 @@ struct Row {
     customer: String,
 }
 
-fn batches(rng: &mut StdRng) -> Vec<Vec<Row>> {
+fn batches(rng: &mut StdRng, count: usize) -> Vec<Vec<Row>> {
     let base = 1_700_000_000_000i64;
-    (0..BATCHES)
+    (0..count)
         .map(|batch| {
             (0..ROWS_PER_BATCH)
                 .map(|index| Row {
@@ -191,7 +190,9 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
         .unwrap_or(10);
     eprintln!("chaos: seed {seed} (replay with MINION_CHAOS_SEED={seed}), {kills} worker kills");
     let mut rng = StdRng::seed_from_u64(seed);
-    let stream = batches(&mut rng);
+    // The long run ingests more: a batch per four kills, at least ten.
+    let batch_count = (kills as usize / 4).max(10);
+    let stream = batches(&mut rng, batch_count);
     let expected = model(&stream);
 
     // A private cluster, so restarting it disturbs no other test.
@@ -237,8 +238,10 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
     let mut next_kill = started + Duration::from_secs(3);
     let mut next_plan = started;
     let mut next_gc = started + Duration::from_secs(5);
-    let restarts_at: Vec<Duration> = (0..3)
-        .map(|i| Duration::from_secs(4 + i * 3 * kills.max(3) / 3))
+    // Three Postgres restarts, one per twenty kills in the long run, spread over the kills.
+    let restarts = (kills / 20).max(3);
+    let restarts_at: Vec<Duration> = (0..restarts)
+        .map(|i| Duration::from_secs(4 + i * 3 * kills.max(3) / restarts))
         .collect();
     let chaos_deadline = started + Duration::from_secs(60 + 3 * kills);
     let submit = |args: &[&str]| {
@@ -249,13 +252,13 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
         let now = Instant::now();
         let faults_done =
             figures.worker_kills >= kills && figures.postgres_restarts >= restarts_at.len() as u64;
-        if (faults_done && next_batch == BATCHES) || now > chaos_deadline {
+        if (faults_done && next_batch == batch_count) || now > chaos_deadline {
             break;
         }
         // Ingest the batches in order, each under its idempotency key; a killed or failed batch
         // runs again under the same key.
         match ingest.as_mut() {
-            None if next_batch < BATCHES => {
+            None if next_batch < batch_count => {
                 let file = env.path(&format!("batch-{next_batch}.jsonl"));
                 write_batch(&file, &stream[next_batch]);
                 let kill_at = rng
@@ -315,7 +318,7 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
     pg_proxy.set_random_commit_cuts(0.0);
     s3_proxy.set_probability(0.0);
     assert_eq!(
-        next_batch, BATCHES,
+        next_batch, batch_count,
         "every batch registered during the chaos ({figures:?})"
     );
     if let Some((mut child, _)) = ingest.take() {

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::common::{s3_endpoint, StoreKind, TestDb, TestEnv};
+use crate::common::{cluster_dir, s3_endpoint, sigterm, StoreKind, TestDb, TestEnv};
 use crate::proxy::{PgProxy, ResetProxy};
 
 const KEYS: i64 = 500;
@@ -155,8 +155,7 @@ impl Pool<'_> {
 
     fn stop_all(&mut self) {
         for worker in &self.workers {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+            sigterm(worker);
         }
         for mut worker in self.workers.drain(..) {
             let _ = worker.wait();
@@ -196,12 +195,7 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
     let expected = model(&stream);
 
     // A private cluster, so restarting it disturbs no other test.
-    let cluster = tempfile::Builder::new()
-        .prefix("minion-chaos-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(cluster.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cluster = cluster_dir("minion-chaos-");
     let pg_dir = cluster.path().join("pg");
     let dev = upsert_minion::devdb::ensure_running(&pg_dir).unwrap();
     let env = TestEnv::with_db(StoreKind::S3, TestDb::on(&dev.url_for("postgres")));
@@ -403,8 +397,7 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
         assert!(Instant::now() < deadline, "{}", env.log("sweeper"));
         std::thread::sleep(Duration::from_millis(50));
     }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(sweeper.id() as i32, libc::SIGTERM) };
+    sigterm(&sweeper);
     sweeper.wait().unwrap();
     let left: Vec<_> = std::fs::read_dir(staging.join("minion-staging"))
         .map(|entries| entries.map(|e| e.unwrap().path()).collect())

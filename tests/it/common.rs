@@ -292,15 +292,24 @@ impl TestEnv {
     /// Starts `minion ARGS` with `MINION_PAUSE_AT=point` and waits until it paused there (see
     /// `upsert_minion::faults`); creating `self.path(resume)` lets it go on.
     pub fn spawn_paused(&self, name: &str, args: &[&str], point: &str) -> std::process::Child {
+        self.spawn_paused_with(name, args, point, &[])
+    }
+
+    /// `spawn_paused` with more environment.
+    pub fn spawn_paused_with(
+        &self,
+        name: &str,
+        args: &[&str],
+        point: &str,
+        extra_env: &[(&str, &str)],
+    ) -> std::process::Child {
         let resume = self.path(&format!("{name}.resume"));
-        let mut child = self.spawn_with(
-            name,
-            args,
-            &[
-                ("MINION_PAUSE_AT", point),
-                ("MINION_RESUME_FILE", resume.to_str().unwrap()),
-            ],
-        );
+        let mut env = vec![
+            ("MINION_PAUSE_AT", point),
+            ("MINION_RESUME_FILE", resume.to_str().unwrap()),
+        ];
+        env.extend_from_slice(extra_env);
+        let mut child = self.spawn_with(name, args, &env);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !self
             .log(name)
@@ -557,4 +566,22 @@ pub fn python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Sends SIGTERM to a child process (a graceful stop).
+pub fn sigterm(child: &std::process::Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// A directory for a private Postgres cluster (under `target/tmp`), readable by the `postgres`
+/// user the cluster runs as when the tests run as root. The cluster goes in its `pg` folder.
+pub fn cluster_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
 }

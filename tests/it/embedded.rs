@@ -4,13 +4,7 @@ use crate::common::minion_command;
 
 #[test]
 fn embedded_database_starts_is_reused_and_stops() {
-    let dir = tempfile::Builder::new()
-        .prefix("minion-embedded-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    // Postgres runs as the `postgres` user when we are root: it must be able to reach the directory.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = crate::common::cluster_dir("minion-embedded-");
     let dev_dir = dir.path().join("pg");
     let run = |args: &[&str]| {
         let output = minion_command()

@@ -34,10 +34,10 @@ fn prebuild_all(env: &TestEnv) {
     }
 }
 
-#[test]
-fn reservations_of_a_killed_ingest_are_released_within_their_lease() {
+/// Orders with an ingest paused right before it registers (its sequences reserved under `lease`),
+/// newer segments registered above its reservations, and every partition prebuilt.
+fn stalled_ingest(lease: &str) -> (TestEnv, std::process::Child) {
     let env = TestEnv::orders(8000, 1500, 3, 500);
-    // An ingest that has reserved its sequences and is about to register, renewing a 1s lease.
     let ingest = [
         "ingest",
         "--table",
@@ -51,12 +51,18 @@ fn reservations_of_a_killed_ingest_are_released_within_their_lease() {
         "--segment-rows",
         "500",
         "--reservation-lease",
-        "1s",
+        lease,
     ];
-    let mut paused = env.spawn_paused("ingest", &ingest, "ingest:before_register");
-    // Newer segments land above its reservations; the older ones lie below.
+    let paused = env.spawn_paused("ingest", &ingest, "ingest:before_register");
     env.ingest_generated(8000, 1500, 5, 500);
     prebuild_all(&env);
+    (env, paused)
+}
+
+#[test]
+fn reservations_of_a_killed_ingest_are_released_within_their_lease() {
+    // An ingest that has reserved its sequences and is about to register, renewing a 1s lease.
+    let (env, mut paused) = stalled_ingest("1s");
     let held = outstanding(&env);
     assert!(held >= 4, "one reservation per segment it wrote");
 
@@ -109,25 +115,7 @@ fn reservations_of_a_killed_ingest_are_released_within_their_lease() {
 
 #[test]
 fn a_merge_that_the_swap_would_refuse_does_no_work() {
-    let env = TestEnv::orders(8000, 1500, 3, 500);
-    let ingest = [
-        "ingest",
-        "--table",
-        "orders",
-        "--generate",
-        "2000",
-        "--keys",
-        "1500",
-        "--seed",
-        "4",
-        "--segment-rows",
-        "500",
-        "--reservation-lease",
-        "1h",
-    ];
-    let mut paused = env.spawn_paused("ingest", &ingest, "ingest:before_register");
-    env.ingest_generated(8000, 1500, 5, 500);
-    prebuild_all(&env);
+    let (env, mut paused) = stalled_ingest("1h");
     let online = env.online("orders", 0);
     let ids: Vec<&Value> = [&online[0], online.last().unwrap()]
         .into_iter()
@@ -158,21 +146,13 @@ fn a_starting_worker_removes_the_staging_of_killed_processes_only() {
     let env = TestEnv::orders(6000, 1500, 3, 500);
     let staging = env.path("staging");
     let staging_env = [("MINION_STAGING_DIR", staging.to_str().unwrap())];
-    let resume = env.path("prebuild.resume");
-    let mut killed = env.spawn_with(
-        "prebuild",
-        &["run", "prebuild", r#"{"table": "orders", "partition": 0}"#],
-        &[
-            staging_env[0],
-            ("MINION_PAUSE_AT", "prebuild:before_publish"),
-            ("MINION_RESUME_FILE", resume.to_str().unwrap()),
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !env.log("prebuild").contains("MINION_PAUSED_AT") {
-        assert!(Instant::now() < deadline, "{}", env.log("prebuild"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let point = "prebuild:before_publish";
+    let prebuild = |partition: u32| {
+        let args = json!({"table": "orders", "partition": partition}).to_string();
+        let name = format!("prebuild-{partition}");
+        env.spawn_paused_with(&name, &["run", "prebuild", &args], point, &staging_env)
+    };
+    let mut killed = prebuild(0);
     let dead = staging_dirs(&staging);
     assert_eq!(dead.len(), 1, "{dead:?}");
     let files = walk(&dead[0]);
@@ -182,20 +162,7 @@ fn a_starting_worker_removes_the_staging_of_killed_processes_only() {
     assert!(dead[0].exists(), "a SIGKILLed process leaves its directory");
 
     // A live process's directory (another paused prebuild) is left alone.
-    let live_resume = env.path("live.resume");
-    let mut live = env.spawn_with(
-        "live",
-        &["run", "prebuild", r#"{"table": "orders", "partition": 1}"#],
-        &[
-            staging_env[0],
-            ("MINION_PAUSE_AT", "prebuild:before_publish"),
-            ("MINION_RESUME_FILE", live_resume.to_str().unwrap()),
-        ],
-    );
-    while !env.log("live").contains("MINION_PAUSED_AT") {
-        assert!(Instant::now() < deadline, "{}", env.log("live"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut live = prebuild(1);
     let live_dir: Vec<_> = staging_dirs(&staging)
         .into_iter()
         .filter(|d| d != &dead[0])
@@ -203,6 +170,7 @@ fn a_starting_worker_removes_the_staging_of_killed_processes_only() {
     assert_eq!(live_dir.len(), 1);
 
     let mut worker = env.spawn_with("worker", &["worker", "--concurrency", "1"], &staging_env);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !env.log("worker").contains("worker started") {
         assert!(Instant::now() < deadline, "{}", env.log("worker"));
         std::thread::sleep(Duration::from_millis(50));
@@ -215,10 +183,10 @@ fn a_starting_worker_removes_the_staging_of_killed_processes_only() {
     assert!(env.log("worker").contains("removed staging directories"));
 
     // The live prebuild finishes and removes its own directory; the worker's goes when it stops.
-    std::fs::write(&live_resume, b"").unwrap();
-    assert!(live.wait().unwrap().success(), "{}", env.log("live"));
+    std::fs::write(env.path("prebuild-1.resume"), b"").unwrap();
+    assert!(live.wait().unwrap().success(), "{}", env.log("prebuild-1"));
     assert!(!live_dir[0].exists());
-    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    crate::common::sigterm(&worker);
     assert!(worker.wait().unwrap().success());
     assert!(
         staging_dirs(&staging).is_empty(),

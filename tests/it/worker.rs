@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use upsert_minion::queue::{JobRow, NewJob, Queue};
 
-use crate::common::{StoreKind, TestEnv};
+use crate::common::{sigterm, StoreKind, TestEnv};
 use crate::queue::migrated_queue;
 
 /// Polls job `id` until `done` holds, or fails the test with the row after `timeout`.
@@ -33,11 +33,6 @@ async fn wait_for(
 
 async fn submit(queue: &Queue, kind: &str, args: Value) -> i64 {
     queue.submit(&NewJob::new(kind, args)).await.unwrap().id()
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
@@ -286,12 +281,7 @@ async fn failures_retry_panics_are_isolated_and_attempts_run_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_carries_on_across_a_postgres_restart() {
     // A private cluster we may stop and start.
-    let dir = tempfile::Builder::new()
-        .prefix("minion-restart-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = crate::common::cluster_dir("minion-restart-");
     let pg_dir = dir.path().join("pg");
     let dev = upsert_minion::devdb::ensure_running(&pg_dir).unwrap();
     let url = dev.url();

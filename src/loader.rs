@@ -199,16 +199,10 @@ pub async fn bootstrap(
         let sst_paths: Vec<PathBuf> = futures::stream::iter(manifest.key_files.iter().enumerate())
             .map(|(index, file)| async move {
                 let local = staging_dir.join(format!("{index}.sst"));
-                let actual = store.download_to(&file.file.key, &local).await?;
-                if actual != file.file.checksum {
-                    return Err(LoaderError::ChecksumMismatch {
-                        what: "key-metadata file",
-                        key: file.file.key.clone(),
-                        expected: file.file.checksum.clone(),
-                        actual,
-                    }
-                    .into());
-                }
+                store
+                    .download_verified(&file.file.key, &local, &file.file.checksum)
+                    .await
+                    .context("a key-metadata file of the snapshot")?;
                 anyhow::Ok(local)
             })
             .buffered(DOWNLOADS_AT_ONCE)
@@ -239,16 +233,10 @@ pub async fn bootstrap(
     let mut downloaded = Vec::with_capacity(uncovered.len());
     for segment in uncovered {
         let local = staging.path().join(format!("{}.parquet", segment.id));
-        let actual = store.download_to(&segment.object_key, &local).await?;
-        if actual != segment.checksum {
-            return Err(LoaderError::ChecksumMismatch {
-                what: "segment",
-                key: segment.object_key.clone(),
-                expected: segment.checksum.clone(),
-                actual,
-            }
-            .into());
-        }
+        store
+            .download_verified(&segment.object_key, &local, &segment.checksum)
+            .await
+            .with_context(|| format!("segment {}", segment.name))?;
         downloaded.push((segment, local));
     }
     let sequences: HashMap<u64, i64> = online.iter().map(|s| (s.id as u64, s.sequence)).collect();

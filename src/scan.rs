@@ -7,6 +7,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use arrow::compute::filter_record_batch;
 use parquet::arrow::ArrowWriter;
 
@@ -105,7 +107,10 @@ pub async fn scan(
                 continue;
             }
             let local = work.path().join(format!("{}.parquet", segment.id));
-            store.download_to(&segment.object_key, &local).await?;
+            store
+                .download_verified(&segment.object_key, &local, &segment.checksum)
+                .await
+                .with_context(|| format!("segment {}", segment.name))?;
             written += write_selected(&mut sink, &table, &local, selected)?;
         }
     }
@@ -156,13 +161,10 @@ async fn scan_pinned(
         }
         let key = layout::segment_key(&table.name, partition, &entry.name);
         let local = work.path().join(format!("{}.parquet", entry.id));
-        let checksum = store.download_to(&key, &local).await?;
-        anyhow::ensure!(
-            checksum == entry.checksum,
-            "segment {} has checksum {checksum}, but snapshot {version} covers checksum {}",
-            entry.name,
-            entry.checksum
-        );
+        store
+            .download_verified(&key, &local, &entry.checksum)
+            .await
+            .with_context(|| format!("segment {} as snapshot {version} covers it", entry.name))?;
         written += write_selected(sink, table, &local, &selected)?;
     }
     Ok(written)

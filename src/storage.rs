@@ -45,6 +45,13 @@ pub enum StorageError {
         operation: &'static str,
         source: Box<object_store::Error>,
     },
+    #[error("object `{key}` in {store} does not match its checksum: it has checksum {actual}, the catalog or manifest recorded {expected}; it was changed or damaged: restore the object from a backup (retrying cannot help)")]
+    ChecksumMismatch {
+        key: String,
+        store: String,
+        expected: String,
+        actual: String,
+    },
     #[error("local file {path}: {source}")]
     Local {
         path: String,
@@ -267,6 +274,27 @@ impl Store {
         retry(|| self.inner.get_range(&path, range.clone()))
             .await
             .map_err(|source| self.map_read_error(key, "get range", source))
+    }
+
+    /// Downloads `key` to `local` and checks it against its recorded SHA-256: the one way
+    /// objects whose checksum is known are fetched. A mismatch is
+    /// [`StorageError::ChecksumMismatch`], which is permanent.
+    pub async fn download_verified(
+        &self,
+        key: &str,
+        local: &FsPath,
+        expected: &str,
+    ) -> Result<(), StorageError> {
+        let actual = self.download_to(key, local).await?;
+        if actual != expected {
+            return Err(StorageError::ChecksumMismatch {
+                key: key.to_string(),
+                store: self.url.clone(),
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+        Ok(())
     }
 
     /// Streams an object to a local file and returns its SHA-256 (hex), computed on the way.

@@ -394,21 +394,16 @@ pub(crate) async fn fetch_segment(
     segment: &SegmentRow,
     local: &Path,
 ) -> anyhow::Result<()> {
-    let checksum = match store.download_to(&segment.object_key, local).await {
-        Ok(checksum) => checksum,
+    match store
+        .download_verified(&segment.object_key, local, &segment.checksum)
+        .await
+    {
+        Ok(()) => Ok(()),
         Err(err @ StorageError::NotFound { .. }) => {
-            return Err(PermanentError(format!("segment {}: {err}", segment.name)).into())
+            Err(PermanentError(format!("segment {}: {err}", segment.name)).into())
         }
-        Err(err) => return Err(err.into()),
-    };
-    if checksum != segment.checksum {
-        return Err(PermanentError(format!(
-            "segment {} ({}) has checksum {checksum} but the catalog recorded {}; the object was changed or damaged: restore the object",
-            segment.name, segment.object_key, segment.checksum
-        ))
-        .into());
+        Err(err) => Err(anyhow::Error::new(err).context(format!("segment {}", segment.name))),
     }
-    Ok(())
 }
 
 /// Resolves the runs at `run_paths` (already verified, or written by this process) and writes

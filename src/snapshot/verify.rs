@@ -14,7 +14,7 @@ use super::resolve::{Source, TtlSettings};
 use super::sst::sst_options;
 use crate::catalog::Catalog;
 use crate::loader::parse_bitmap;
-use crate::storage::{sha256_hex, Store};
+use crate::storage::{sha256_hex, StorageError, Store};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
@@ -84,13 +84,19 @@ pub async fn verify_partition(
             continue;
         };
         let local = workdir.path().join(format!("{}.parquet", covered.id));
-        let checksum = store.download_to(&row.object_key, &local).await?;
-        if checksum != covered.checksum {
-            verdict.differences.push(format!(
-                "segment {} has checksum {checksum}, the snapshot was built from {}",
-                covered.name, covered.checksum
-            ));
-            continue;
+        match store
+            .download_verified(&row.object_key, &local, &covered.checksum)
+            .await
+        {
+            Ok(()) => {}
+            Err(StorageError::ChecksumMismatch { actual, .. }) => {
+                verdict.differences.push(format!(
+                    "segment {} has checksum {actual}, the snapshot was built from {}",
+                    covered.name, covered.checksum
+                ));
+                continue;
+            }
+            Err(err) => return Err(err.into()),
         }
         let run = workdir.path().join(format!("{}.run", covered.id));
         let (table_owned, run_owned, work, limit, checksum_owned) = (
@@ -171,12 +177,19 @@ pub async fn verify_partition(
     let mut snapshot_files = Vec::new();
     for (index, file) in manifest.key_files.iter().enumerate() {
         let local = workdir.path().join(format!("snapshot-{index}.sst"));
-        if store.download_to(&file.file.key, &local).await? != file.file.checksum {
-            verdict.differences.push(format!(
-                "key-metadata file {} does not match its checksum",
-                file.file.key
-            ));
-            return Ok(verdict);
+        match store
+            .download_verified(&file.file.key, &local, &file.file.checksum)
+            .await
+        {
+            Ok(()) => {}
+            Err(StorageError::ChecksumMismatch { .. }) => {
+                verdict.differences.push(format!(
+                    "key-metadata file {} does not match its checksum",
+                    file.file.key
+                ));
+                return Ok(verdict);
+            }
+            Err(err) => return Err(err.into()),
         }
         snapshot_files.push(local);
     }

@@ -85,6 +85,7 @@ pub fn classify(err: anyhow::Error) -> JobError {
                 cause.downcast_ref::<StorageError>(),
                 Some(
                     StorageError::NotFound { .. }
+                        | StorageError::ChecksumMismatch { .. }
                         | StorageError::AlreadyExists { .. }
                         | StorageError::BadUrl { .. }
                 )

@@ -272,3 +272,53 @@ fn unreachable_database() {
         "passwords never appear in messages: {err}"
     );
 }
+
+#[test]
+fn scan_refuses_a_segment_whose_object_was_altered() {
+    let env = TestEnv::orders(4000, 500, 9, 1000);
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    let segment = env.online("orders", 0)[0].clone();
+    let path =
+        std::path::PathBuf::from(&env.store_url).join(segment["object_key"].as_str().unwrap());
+    let original = std::fs::read(&path).unwrap();
+    let mut altered = original.clone();
+    let middle = altered.len() / 2;
+    altered[middle] ^= 0x01;
+    std::fs::write(&path, &altered).unwrap();
+    let name = segment["name"].as_str().unwrap();
+    let output = env.path("rows.jsonl");
+    for args in [
+        vec![
+            "scan",
+            "--table",
+            "orders",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+        vec![
+            "scan",
+            "--table",
+            "orders",
+            "--partition",
+            "0",
+            "--snapshot",
+            "1",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    ] {
+        let err = env.fails(&args);
+        assert!(
+            err.contains("does not match its checksum") && err.contains(name),
+            "{args:?}: {err}"
+        );
+    }
+    std::fs::write(&path, &original).unwrap();
+    env.ok(&[
+        "scan",
+        "--table",
+        "orders",
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+}

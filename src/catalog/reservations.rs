@@ -54,7 +54,8 @@ pub struct ReservationLease {
 }
 
 impl ReservationLease {
-    /// A fresh owner name (`ingest-host-pid-random`) with `lease`.
+    /// A fresh owner name (`ingest-{pid}-{random}`, unique across hosts by its random part) with
+    /// `lease`.
     pub fn new(lease: Duration) -> ReservationLease {
         ReservationLease {
             owner: format!(

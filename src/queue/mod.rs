@@ -38,8 +38,9 @@ impl Queue {
     ///
     /// A job with a unique key is its own identity: when the connection fails (the answer to the
     /// commit may be lost), submitting again learns the outcome (it finds the job if the first
-    /// try committed) so it is retried for a few seconds. Without a key a retry could submit
-    /// twice, so the error is returned.
+    /// try committed and has not finished yet; if it has, the job runs once more, which jobs
+    /// with unique keys are idempotent for), so it is retried for a few seconds. Without a key a
+    /// retry could submit twice, so the error is returned.
     pub async fn submit(&self, job: &NewJob) -> Result<Submitted, QueueError> {
         let mut delay = Duration::from_millis(100);
         let give_up = tokio::time::Instant::now() + Duration::from_secs(15);

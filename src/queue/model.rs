@@ -165,7 +165,7 @@ impl QueueError {
 }
 
 /// Whether `err` is a lost or refused connection rather than an answer from Postgres.
-pub fn is_connection_error(err: &sqlx::Error) -> bool {
+fn is_connection_error(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

@@ -72,6 +72,7 @@ pub enum LogFormat {
 
 /// Global options as given on the command line or in the environment.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Postgres URL of the catalog. Unset: an embedded dev cluster under ./.minion/postgres.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]

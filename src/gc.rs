@@ -14,8 +14,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::catalog::Catalog;
 use crate::storage::{layout, Store};
-use crate::tasks::Services;
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct GcReport {
@@ -31,14 +31,14 @@ pub struct GcReport {
     pub reservations_expired: u64,
 }
 
+/// Collects `table_name`'s garbage. Takes exactly what it touches: the catalog and the store.
 pub async fn gc(
-    services: &Services,
+    catalog: &Catalog,
+    store: &Store,
     table_name: &str,
     grace: Duration,
     reservation_ttl: Duration,
 ) -> anyhow::Result<GcReport> {
-    let catalog = &services.catalog;
-    let store = &services.store;
     catalog.table(table_name).await?;
     let cutoff = Utc::now() - chrono::Duration::from_std(grace)?;
     let mut report = GcReport {

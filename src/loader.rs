@@ -15,22 +15,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
-use futures::{StreamExt, TryStreamExt};
-use roaring::RoaringBitmap;
+use anyhow::Context;
 use rocksdb::{IngestExternalFileOptions, WriteOptions, DB};
 use serde::Serialize;
 
-use crate::catalog::{Catalog, SegmentRow, SegmentState};
+use crate::catalog::{Catalog, SegmentRow, SegmentState, SnapshotRow};
 use crate::snapshot::keyrun::scan_keys;
-use crate::snapshot::manifest::{FileEntry, Manifest};
+use crate::snapshot::manifest::Manifest;
+pub use crate::snapshot::read::SegmentBitmaps;
+use crate::snapshot::read::{fetch_key_files, fetch_segment, load_all_bitmaps, load_manifest};
 use crate::snapshot::record::{ComparisonKind, KeyRecord};
 use crate::snapshot::sst::sst_options;
-use crate::storage::{sha256_hex, Store};
+use crate::storage::Store;
 use crate::table::TableConfig;
-
-/// Snapshot files fetched at once.
-const DOWNLOADS_AT_ONCE: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct BootstrapOptions {
@@ -38,13 +35,6 @@ pub struct BootstrapOptions {
     pub sst_format_version: i32,
     /// Local directory for downloads.
     pub staging_dir: PathBuf,
-}
-
-/// The validDocIds and queryableDocIds of one segment.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SegmentBitmaps {
-    pub valid: RoaringBitmap,
-    pub queryable: RoaringBitmap,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,17 +77,6 @@ pub enum LoaderError {
         version: i64,
         segment: String,
     },
-    #[error("{what} {key} does not match its checksum (expected {expected}, got {actual}); the object is damaged: rebuild the snapshot with a prebuild")]
-    ChecksumMismatch {
-        what: &'static str,
-        key: String,
-        expected: String,
-        actual: String,
-    },
-    #[error(
-        "bitmap {key} is corrupt or truncated: {message}; rebuild the snapshot with a prebuild"
-    )]
-    BadBitmap { key: String, message: String },
     #[error("bootstrap directory {0} is not empty; remove it or choose another")]
     DirectoryNotEmpty(String),
 }
@@ -127,7 +106,6 @@ pub async fn bootstrap(
         .prefix("minion-bootstrap-")
         .tempdir_in(&options.staging_dir)?;
     let db = open_db(dir, options.sst_format_version)?;
-    let mut bitmaps: BTreeMap<i64, SegmentBitmaps> = BTreeMap::new();
     let mut report = BootstrapReport {
         table: table_name.to_string(),
         partition,
@@ -140,78 +118,20 @@ pub async fn bootstrap(
         seconds: 0.0,
         snapshot_skipped: None,
     };
-    let mut snapshot = if options.use_snapshot {
-        catalog.latest_snapshot(table_name, partition).await?
-    } else {
-        None
-    };
-    // A snapshot that covers a segment since replaced by compaction or merge is stale, not
-    // wrong: the queued prebuild will replace it. Until then the slow path is the correct one.
-    if let Some(stale) = snapshot.as_ref().and_then(|s| {
-        s.segment_ids
-            .iter()
-            .find(|id| !online.iter().any(|o| o.id == **id))
-    }) {
-        let reason = format!(
-            "snapshot {} covers segment {stale}, which is no longer online (compacted or merged since); loading without it until a prebuild publishes a newer one",
-            snapshot.as_ref().map_or(0, |s| s.version)
-        );
-        tracing::warn!("{reason}");
-        report.snapshot_skipped = Some(reason);
-        snapshot = None;
-    }
+    let mut bitmaps = BTreeMap::new();
+    let snapshot =
+        usable_snapshot(catalog, &online, &table, partition, options, &mut report).await?;
     if let Some(snapshot) = snapshot {
         let manifest = load_manifest(store, &snapshot).await?;
-        for covered in &manifest.segments {
-            let Some(now) = online.iter().find(|s| s.id == covered.id) else {
-                return Err(LoaderError::SegmentGone {
-                    table: table_name.to_string(),
-                    partition,
-                    version: manifest.version,
-                    segment: covered.name.clone(),
-                }
-                .into());
-            };
-            if now.checksum != covered.checksum {
-                return Err(LoaderError::SegmentChanged {
-                    table: table_name.to_string(),
-                    partition,
-                    version: manifest.version,
-                    segment: covered.name.clone(),
-                    in_snapshot: covered.checksum.clone(),
-                    now: now.checksum.clone(),
-                }
-                .into());
-            }
-        }
-        // Bitmaps and SST files are fetched several at a time: on S3 each is a round trip.
-        let loaded: Vec<(i64, SegmentBitmaps)> = futures::stream::iter(&manifest.segments)
-            .map(|covered| async move {
-                let valid = load_bitmap(store, &covered.valid, covered.rows).await?;
-                let queryable = load_bitmap(store, &covered.queryable, covered.rows).await?;
-                anyhow::Ok((covered.id, SegmentBitmaps { valid, queryable }))
-            })
-            .buffered(DOWNLOADS_AT_ONCE)
-            .try_collect()
-            .await?;
-        bitmaps.extend(loaded);
-        let staging_dir = staging.path();
-        let sst_paths: Vec<PathBuf> = futures::stream::iter(manifest.key_files.iter().enumerate())
-            .map(|(index, file)| async move {
-                let local = staging_dir.join(format!("{index}.sst"));
-                store
-                    .download_verified(&file.file.key, &local, &file.file.checksum)
-                    .await
-                    .context("a key-metadata file of the snapshot")?;
-                anyhow::Ok(local)
-            })
-            .buffered(DOWNLOADS_AT_ONCE)
-            .try_collect()
-            .await?;
-        if !sst_paths.is_empty() {
+        check_covered_segments(&manifest, &online)?;
+        bitmaps.extend(load_all_bitmaps(store, &manifest).await?);
+        let ssts = fetch_key_files(store, &manifest, staging.path(), "")
+            .await
+            .context("a key-metadata file of the snapshot")?;
+        if !ssts.is_empty() {
             let mut ingest = IngestExternalFileOptions::default();
             ingest.set_move_files(true);
-            db.ingest_external_file_opts(&ingest, sst_paths)
+            db.ingest_external_file_opts(&ingest, ssts)
                 .with_context(|| {
                     format!(
                         "RocksDB refused the key-metadata files of snapshot {}",
@@ -223,35 +143,112 @@ pub async fn bootstrap(
         report.covered_segments = manifest.segments.len();
         report.keys = manifest.key_count;
     }
+    let (db, bitmaps, new_keys) = load_uncovered(
+        store,
+        db,
+        &table,
+        &online,
+        staging.path(),
+        bitmaps,
+        &mut report,
+    )
+    .await?;
+    report.keys += new_keys;
+    drop(staging);
+    Ok(finish(db, bitmaps, report, started))
+}
 
-    let uncovered: Vec<SegmentRow> = online
+/// The newest snapshot, unless the slow path was asked for or the snapshot covers a segment
+/// that is no longer online (then the reason is recorded in the report).
+async fn usable_snapshot(
+    catalog: &Catalog,
+    online: &[SegmentRow],
+    table: &TableConfig,
+    partition: u32,
+    options: &BootstrapOptions,
+    report: &mut BootstrapReport,
+) -> anyhow::Result<Option<SnapshotRow>> {
+    if !options.use_snapshot {
+        return Ok(None);
+    }
+    let Some(snapshot) = catalog.latest_snapshot(&table.name, partition).await? else {
+        return Ok(None);
+    };
+    // A snapshot that covers a segment since replaced by compaction or merge is stale, not
+    // wrong: the queued prebuild will replace it. Until then the slow path is the correct one.
+    let stale = snapshot
+        .segment_ids
+        .iter()
+        .find(|id| !online.iter().any(|o| o.id == **id));
+    if let Some(stale) = stale {
+        let reason = format!(
+            "snapshot {} covers segment {stale}, which is no longer online (compacted or merged since); loading without it until a prebuild publishes a newer one",
+            snapshot.version
+        );
+        tracing::warn!("{reason}");
+        report.snapshot_skipped = Some(reason);
+        return Ok(None);
+    }
+    Ok(Some(snapshot))
+}
+
+/// Every segment the manifest covers must still be online with the content it was built from.
+fn check_covered_segments(manifest: &Manifest, online: &[SegmentRow]) -> Result<(), LoaderError> {
+    for covered in &manifest.segments {
+        let Some(now) = online.iter().find(|s| s.id == covered.id) else {
+            return Err(LoaderError::SegmentGone {
+                table: manifest.table.clone(),
+                partition: manifest.partition,
+                version: manifest.version,
+                segment: covered.name.clone(),
+            });
+        };
+        if now.checksum != covered.checksum {
+            return Err(LoaderError::SegmentChanged {
+                table: manifest.table.clone(),
+                partition: manifest.partition,
+                version: manifest.version,
+                segment: covered.name.clone(),
+                in_snapshot: covered.checksum.clone(),
+                now: now.checksum.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Brings in the online segments without bitmaps yet through the compare path, in sequence
+/// order (the order `online` comes in). Returns the database, the bitmaps and the new keys.
+async fn load_uncovered(
+    store: &Store,
+    db: DB,
+    table: &TableConfig,
+    online: &[SegmentRow],
+    staging: &Path,
+    mut bitmaps: BTreeMap<i64, SegmentBitmaps>,
+    report: &mut BootstrapReport,
+) -> anyhow::Result<(DB, BTreeMap<i64, SegmentBitmaps>, u64)> {
+    let uncovered: Vec<&SegmentRow> = online
         .iter()
         .filter(|s| !bitmaps.contains_key(&s.id))
-        .cloned()
         .collect();
     report.uncovered_segments = uncovered.len();
     let mut downloaded = Vec::with_capacity(uncovered.len());
     for segment in uncovered {
-        let local = staging.path().join(format!("{}.parquet", segment.id));
-        store
-            .download_verified(&segment.object_key, &local, &segment.checksum)
-            .await
-            .with_context(|| format!("segment {}", segment.name))?;
-        downloaded.push((segment, local));
+        let local = staging.join(format!("{}.parquet", segment.id));
+        fetch_segment(store, segment, &local).await?;
+        downloaded.push((segment.clone(), local));
     }
     let sequences: HashMap<u64, i64> = online.iter().map(|s| (s.id as u64, s.sequence)).collect();
-    // Online segments come in sequence order; the compare path takes them in that order.
-    let (db, bitmaps, new_keys) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let table = table.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let mut new_keys = 0;
         for (segment, local) in &downloaded {
             new_keys += compare_path(&db, &table, segment, local, &sequences, &mut bitmaps)?;
         }
         Ok((db, bitmaps, new_keys))
     })
-    .await??;
-    report.keys += new_keys;
-    drop(staging);
-    Ok(finish(db, bitmaps, report, started))
+    .await?
 }
 
 fn finish(
@@ -286,65 +283,54 @@ fn compare_path(
     let mut new_keys = 0u64;
     let segment_id = segment.id as u64;
     bitmaps.entry(segment.id).or_default();
-    let mut failure: Option<anyhow::Error> = None;
-    scan_keys(local, table, |key, comparison, doc_id, deleted| {
-        let existing = match db.get(key) {
-            Ok(existing) => existing,
-            Err(err) => {
-                failure = Some(err.into());
-                return Ok(());
-            }
-        };
-        if let Some(bytes) = existing {
-            let Some(old) = KeyRecord::decode(&bytes) else {
-                failure = Some(anyhow::anyhow!(
-                    "key metadata holds a malformed record for a key of segment {}",
-                    segment.name
-                ));
-                return Ok(());
-            };
-            let Some(&old_sequence) = sequences.get(&old.segment_id) else {
-                failure = Some(anyhow::anyhow!(
+    scan_keys(
+        local,
+        table,
+        |key, comparison, doc_id, deleted| -> anyhow::Result<()> {
+            if let Some(bytes) = db.get(key)? {
+                let old = KeyRecord::decode(&bytes).with_context(|| {
+                    format!(
+                        "key metadata holds a malformed record for a key of segment {}",
+                        segment.name
+                    )
+                })?;
+                let old_sequence = *sequences.get(&old.segment_id).with_context(|| {
+                format!(
                     "key metadata points at segment id {} which is not online; the snapshot is stale, run a prebuild",
                     old.segment_id
-                ));
-                return Ok(());
-            };
-            let old_rank = (
-                kind.sortable_from_natural(old.comparison),
-                old_sequence,
-                old.doc_id,
-            );
-            if (comparison, segment.sequence, doc_id) <= old_rank {
-                return Ok(());
+                )
+            })?;
+                let old_rank = (
+                    kind.sortable_from_natural(old.comparison),
+                    old_sequence,
+                    old.doc_id,
+                );
+                if (comparison, segment.sequence, doc_id) <= old_rank {
+                    return Ok(());
+                }
+                let previous = bitmaps.entry(old.segment_id as i64).or_default();
+                previous.valid.remove(old.doc_id);
+                previous.queryable.remove(old.doc_id);
+            } else {
+                new_keys += 1;
             }
-            let previous = bitmaps.entry(old.segment_id as i64).or_default();
-            previous.valid.remove(old.doc_id);
-            previous.queryable.remove(old.doc_id);
-        } else {
-            new_keys += 1;
-        }
-        let current = bitmaps.get_mut(&segment.id).expect("inserted above");
-        current.valid.insert(doc_id);
-        if deleted {
-            current.queryable.remove(doc_id);
-        } else {
-            current.queryable.insert(doc_id);
-        }
-        let record = KeyRecord {
-            segment_id,
-            doc_id,
-            comparison: kind.natural_from_sortable(comparison),
-            deleted,
-        };
-        if let Err(err) = db.put_opt(key, record.encode(), &write) {
-            failure = Some(err.into());
-        }
-        Ok(())
-    })?;
-    if let Some(err) = failure {
-        return Err(err);
-    }
+            let current = bitmaps.get_mut(&segment.id).expect("inserted above");
+            current.valid.insert(doc_id);
+            if deleted {
+                current.queryable.remove(doc_id);
+            } else {
+                current.queryable.insert(doc_id);
+            }
+            let record = KeyRecord {
+                segment_id,
+                doc_id,
+                comparison: kind.natural_from_sortable(comparison),
+                deleted,
+            };
+            db.put_opt(key, record.encode(), &write)?;
+            Ok(())
+        },
+    )?;
     Ok(new_keys)
 }
 
@@ -352,67 +338,6 @@ fn open_db(dir: &Path, format_version: i32) -> anyhow::Result<DB> {
     let mut options = sst_options(format_version);
     options.create_if_missing(true);
     DB::open(&options, dir).with_context(|| format!("cannot open a RocksDB at {}", dir.display()))
-}
-
-/// Fetches a snapshot's manifest and checks it against the catalog's checksum.
-pub async fn load_manifest(
-    store: &Store,
-    snapshot: &crate::catalog::SnapshotRow,
-) -> anyhow::Result<Manifest> {
-    let bytes = store.get(&snapshot.manifest_key).await?;
-    check_sum(
-        "manifest",
-        &snapshot.manifest_key,
-        &snapshot.manifest_checksum,
-        &bytes,
-    )?;
-    Ok(Manifest::parse(&snapshot.manifest_key, &bytes)?)
-}
-
-/// Fetches a bitmap listed in a manifest, checks its checksum and that it fits `rows` rows.
-pub async fn load_bitmap(
-    store: &Store,
-    file: &FileEntry,
-    rows: u64,
-) -> anyhow::Result<RoaringBitmap> {
-    let bytes = store.get(&file.key).await?;
-    check_sum("bitmap", &file.key, &file.checksum, &bytes)?;
-    parse_bitmap(&file.key, &bytes, rows)
-}
-
-/// Deserializes a portable Roaring bitmap and checks it fits a segment of `rows` rows.
-pub fn parse_bitmap(key: &str, bytes: &[u8], rows: u64) -> anyhow::Result<RoaringBitmap> {
-    let bitmap = RoaringBitmap::deserialize_from(bytes).map_err(|err| LoaderError::BadBitmap {
-        key: key.to_string(),
-        message: err.to_string(),
-    })?;
-    if let Some(max) = bitmap.max() {
-        if max as u64 >= rows {
-            bail!(LoaderError::BadBitmap {
-                key: key.to_string(),
-                message: format!("it marks docId {max} but the segment has only {rows} rows"),
-            });
-        }
-    }
-    Ok(bitmap)
-}
-
-fn check_sum(
-    what: &'static str,
-    key: &str,
-    expected: &str,
-    bytes: &[u8],
-) -> Result<(), LoaderError> {
-    let actual = sha256_hex(bytes);
-    if actual != expected {
-        return Err(LoaderError::ChecksumMismatch {
-            what,
-            key: key.to_string(),
-            expected: expected.to_string(),
-            actual,
-        });
-    }
-    Ok(())
 }
 
 impl LoadedPartition {

@@ -1,13 +1,12 @@
 //! `minion scan`: the rows a query would see (queryable) or every valid row including winning
 //! tombstones, from the newest snapshot plus the segments it does not cover, as JSON Lines or
 //! Parquet. With a pinned snapshot version it reads exactly what that snapshot covers, as a
-//! server that loaded it would, whatever compaction, merge and GC did since (invariant 6): every
-//! segment is checked against the manifest's checksum before its bitmap is applied.
+//! server that loaded it would, whatever compaction, merge and GC did since (invariant 6). Every
+//! segment, pinned or not, is checked (`snapshot::read`) before its bitmap is applied: against
+//! the manifest's checksum when pinned, against the catalog's size and checksum otherwise.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-
-use anyhow::Context;
 
 use arrow::compute::filter_record_batch;
 use parquet::arrow::ArrowWriter;
@@ -15,9 +14,10 @@ use parquet::arrow::ArrowWriter;
 use roaring::RoaringBitmap;
 
 use crate::catalog::Catalog;
-use crate::loader::{bootstrap, load_bitmap, load_manifest, BootstrapOptions};
+use crate::loader::{bootstrap, BootstrapOptions};
 use crate::segment::{selection_mask, SegmentFile};
-use crate::storage::{layout, Store};
+use crate::snapshot::read::{fetch_covered_segment, fetch_segment, load_bitmap, load_manifest};
+use crate::storage::Store;
 use crate::table::TableConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,10 +107,7 @@ pub async fn scan(
                 continue;
             }
             let local = work.path().join(format!("{}.parquet", segment.id));
-            store
-                .download_verified(&segment.object_key, &local, &segment.checksum)
-                .await
-                .with_context(|| format!("segment {}", segment.name))?;
+            fetch_segment(store, &segment, &local).await?;
             written += write_selected(&mut sink, &table, &local, selected)?;
         }
     }
@@ -159,12 +156,8 @@ async fn scan_pinned(
         if selected.is_empty() {
             continue;
         }
-        let key = layout::segment_key(&table.name, partition, &entry.name);
         let local = work.path().join(format!("{}.parquet", entry.id));
-        store
-            .download_verified(&key, &local, &entry.checksum)
-            .await
-            .with_context(|| format!("segment {} as snapshot {version} covers it", entry.name))?;
+        fetch_covered_segment(store, &manifest, entry, &local).await?;
         written += write_selected(sink, table, &local, &selected)?;
     }
     Ok(written)

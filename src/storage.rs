@@ -7,10 +7,12 @@
 mod checksum;
 pub mod layout;
 mod retry;
+mod verified;
 
 use checksum::copy_and_hash;
 pub use checksum::{sha256_file, sha256_hex};
 use retry::retry;
+pub use verified::Expected;
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -45,18 +47,35 @@ pub enum StorageError {
         operation: &'static str,
         source: Box<object_store::Error>,
     },
-    #[error("object `{key}` in {store} does not match its checksum: it has checksum {actual}, the catalog or manifest recorded {expected}; it was changed or damaged: restore the object from a backup (retrying cannot help)")]
+    #[error("object `{key}` in {store} does not match its checksum: it has checksum {actual}{size}, the catalog or manifest recorded {expected}; it was changed or damaged: restore the object from a backup (retrying cannot help)")]
     ChecksumMismatch {
         key: String,
         store: String,
         expected: String,
         actual: String,
+        /// Empty, or how the size differs from the recorded one (" and 3 bytes where 4 were
+        /// recorded").
+        size: String,
     },
     #[error("local file {path}: {source}")]
     Local {
         path: String,
         source: std::io::Error,
     },
+}
+
+impl crate::error::Permanence for StorageError {
+    /// A missing, damaged or foreign object stays so however often it is read; a bad URL stays
+    /// bad. Store and local I/O failures may pass.
+    fn is_permanent(&self) -> bool {
+        match self {
+            StorageError::BadUrl { .. }
+            | StorageError::NotFound { .. }
+            | StorageError::AlreadyExists { .. }
+            | StorageError::ChecksumMismatch { .. } => true,
+            StorageError::Store { .. } | StorageError::Local { .. } => false,
+        }
+    }
 }
 
 /// An object store rooted at the URL's prefix. Cheap to clone.
@@ -274,27 +293,6 @@ impl Store {
         retry(|| self.inner.get_range(&path, range.clone()))
             .await
             .map_err(|source| self.map_read_error(key, "get range", source))
-    }
-
-    /// Downloads `key` to `local` and checks it against its recorded SHA-256: the one way
-    /// objects whose checksum is known are fetched. A mismatch is
-    /// [`StorageError::ChecksumMismatch`], which is permanent.
-    pub async fn download_verified(
-        &self,
-        key: &str,
-        local: &FsPath,
-        expected: &str,
-    ) -> Result<(), StorageError> {
-        let actual = self.download_to(key, local).await?;
-        if actual != expected {
-            return Err(StorageError::ChecksumMismatch {
-                key: key.to_string(),
-                store: self.url.clone(),
-                expected: expected.to_string(),
-                actual,
-            });
-        }
-        Ok(())
     }
 
     /// Streams an object to a local file and returns its SHA-256 (hex), computed on the way.

@@ -59,6 +59,19 @@ pub enum CatalogError {
     Corrupt { name: String, message: String },
 }
 
+impl crate::error::Permanence for CatalogError {
+    /// A missing table, a bad URL or an undecodable stored table stay so; a database that cannot
+    /// be reached, an unknown outcome or a conflict may resolve.
+    fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            CatalogError::TableNotFound(_)
+                | CatalogError::BadUrl { .. }
+                | CatalogError::Corrupt { .. }
+        )
+    }
+}
+
 /// A handle on the catalog database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Catalog {

@@ -70,7 +70,13 @@ impl Catalog {
     ) -> Result<ReplaceOutcome, CatalogError> {
         debug_assert!(!inputs.is_empty());
         let ids: Vec<i64> = inputs.iter().map(|(id, _)| *id).collect();
-        let what = format!("replacing segments {ids:?}");
+        let what = format!(
+            "replacing segments {}",
+            ids.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let mut tx = self.write_tx(what).await?;
         let rows: Vec<(i64, String, String)> = sqlx::query_as(LOCK_INPUTS)
             .bind(&ids)

@@ -128,23 +128,28 @@ pub struct SegmentRow {
     pub checksum: String,
     pub min_comparison: Option<f64>,
     pub max_comparison: Option<f64>,
-    #[sqlx(try_from = "String")]
-    pub state: SegmentStateText,
+    pub state: SegmentState,
     pub replaces: Vec<i64>,
     pub replaced_by: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
-/// The state column as read back; a newtype so sqlx can decode it through `TryFrom<String>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct SegmentStateText(pub SegmentState);
+// The state column is text; a state this minion does not know (written by a newer one) is a
+// decode error that says so.
+impl sqlx::Type<sqlx::Postgres> for SegmentState {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
 
-impl TryFrom<String> for SegmentStateText {
-    type Error = String;
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
 
-    fn try_from(text: String) -> Result<Self, String> {
-        SegmentState::parse(&text).map(SegmentStateText)
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for SegmentState {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(SegmentState::parse(text)?)
     }
 }
 

@@ -7,9 +7,9 @@ use tokio::sync::OnceCell;
 use crate::catalog::Catalog;
 use crate::config::{DatabaseSetting, Settings};
 use crate::devdb;
+use crate::job::Services;
 use crate::queue::Queue;
 use crate::storage::Store;
-use crate::tasks::Services;
 
 pub struct Context {
     pub settings: Settings,

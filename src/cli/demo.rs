@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::ingest::{ingest_with, IngestArgs};
@@ -16,10 +15,12 @@ use super::segment::print_segments;
 use super::Context;
 use crate::catalog::tables::Created;
 use crate::catalog::SegmentState;
+use crate::job::args::{PlanArgs, PrebuildArgs};
+use crate::job::{JobArgs, Services};
 use crate::loader::{bootstrap, BootstrapOptions};
-use crate::queue::{JobState, NewJob};
+use crate::queue::JobState;
 use crate::table::TableConfig;
-use crate::tasks::{prebuild, Registry, Services};
+use crate::tasks::Registry;
 use crate::worker::{Worker, WorkerOptions};
 
 const ORDERS_TOML: &str = include_str!("../../examples/tables/orders.toml");
@@ -32,13 +33,16 @@ pub struct DemoArgs {
     /// Distinct keys.
     #[arg(long, default_value_t = 50_000)]
     pub keys: u64,
+    /// Rows per segment of the first ingest.
     #[arg(long, default_value_t = 50_000)]
     pub segment_rows: usize,
+    /// Random seed of the synthetic stream.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Rows of the second, small ingest.
     #[arg(long, default_value_t = 20_000)]
     pub update_rows: u64,
+    /// Rows per segment of the late burst of updates (small: merge material).
     #[arg(long, default_value_t = 2_000)]
     pub update_segment_rows: usize,
 }
@@ -125,7 +129,11 @@ async fn compact_and_merge(context: &Context, table: &TableConfig) -> anyhow::Re
     println!(
         "6. compacting and merging through the queue: `plan` submits the jobs the [compaction] settings call for"
     );
-    let plan_job = NewJob::new("plan", json!({"table": table.name}));
+    let plan_job = PlanArgs {
+        table: table.name.clone(),
+        submit: true,
+    }
+    .to_job();
     let plan_id = services.queue.submit(&plan_job).await?.id();
     run_worker_until_idle(services.clone()).await?;
     let plan = services.queue.get(plan_id).await?;
@@ -140,7 +148,7 @@ async fn compact_and_merge(context: &Context, table: &TableConfig) -> anyhow::Re
     let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
     for job in jobs.iter().filter(|job| job.id > plan_id) {
         anyhow::ensure!(
-            job.state == "completed",
+            job.state == JobState::Completed,
             "{} job {} ended {}: {}",
             job.kind,
             job.id,
@@ -159,7 +167,8 @@ async fn compact_and_merge(context: &Context, table: &TableConfig) -> anyhow::Re
     }
     println!("7. collecting garbage (grace 0: nothing else reads this demo table)");
     let gc = crate::gc::gc(
-        &services,
+        &services.catalog,
+        &services.store,
         &table.name,
         Duration::ZERO,
         Duration::from_secs(86400),
@@ -195,7 +204,9 @@ async fn compact_and_merge(context: &Context, table: &TableConfig) -> anyhow::Re
         .await?;
         anyhow::ensure!(
             verdict.differences.is_empty() && verdict.uncovered_segments == 0,
-            "partition {partition} differs from its snapshot: {verdict:?}"
+            "partition {partition} differs from its snapshot ({} segments not covered): {}",
+            verdict.uncovered_segments,
+            verdict.differences.join("; ")
         );
         println!(
             "   partition {partition}: snapshot {} matches ({} segments, {} keys)",
@@ -246,7 +257,7 @@ async fn run_worker_until_idle(services: Arc<Services>) -> anyhow::Result<()> {
             .count_by_state()
             .await?
             .iter()
-            .filter(|(state, _)| JobState::parse(state).is_some_and(|state| !state.is_finished()))
+            .filter(|(state, _)| !state.is_finished())
             .map(|(_, count)| count)
             .sum();
         if busy == 0 {
@@ -264,11 +275,11 @@ async fn prebuild_through_the_queue(context: &Context, table: &TableConfig) -> a
     let services = context.services().await?;
     let mut job_ids = Vec::new();
     for partition in 0..table.partitions {
-        let mut job = NewJob::new(
-            "prebuild",
-            json!({"table": table.name, "partition": partition}),
-        );
-        job.unique_key = Some(prebuild::unique_key(&table.name, partition));
+        let job = PrebuildArgs {
+            table: table.name.clone(),
+            partition,
+        }
+        .to_job();
         job_ids.push(services.queue.submit(&job).await?.id());
     }
     run_worker_until_idle(services.clone()).await?;
@@ -283,13 +294,13 @@ async fn prebuild_through_the_queue(context: &Context, table: &TableConfig) -> a
             job.id,
             job.state,
             output["partition"],
-            output["outcome"],
+            output["outcome"].as_str().unwrap_or("?"),
             output["version"],
             output["key_count"],
             output["valid_docs"]
         );
         anyhow::ensure!(
-            job.state == "completed",
+            job.state == JobState::Completed,
             "prebuild job {} ended {}: {}",
             job.id,
             job.state,

@@ -15,6 +15,7 @@ use crate::segment::WriteOptions;
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["input", "generate"])))]
 pub struct IngestArgs {
+    /// The table to write into (see `minion table ls`).
     #[arg(long)]
     pub table: String,
     /// A JSON Lines, CSV (with header) or Parquet file.
@@ -29,6 +30,7 @@ pub struct IngestArgs {
     /// Distinct keys of the generated stream.
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
+    /// Random seed of the synthetic stream (the same seed gives the same rows).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Zipf exponent of key popularity (0 = uniform).
@@ -131,10 +133,15 @@ pub async fn ingest_with(context: &Context, args: &IngestArgs) -> anyhow::Result
     if report.outcome == ingest::IngestOutcome::AlreadyRegistered {
         if !args.json {
             println!(
-                "already registered under idempotency key {}: {} rows in segments {:?} of table {}; nothing more was registered",
+                "already registered under idempotency key {}: {} rows in segments {} of table {}; nothing more was registered",
                 args.idempotency_key.as_deref().unwrap_or_default(),
                 report.rows,
-                report.segment_ids,
+                report
+                    .segment_ids
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 report.table
             );
         }

@@ -6,41 +6,65 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use serde::Serialize;
+
+use super::kinds::KindCommand;
 use super::output::{print_json, print_table};
 use super::Context;
-use crate::queue::{CancelOutcome, JobRow, JobState, NewJob, Submitted};
-use crate::tasks::{JobContext, Registry};
+use crate::job::JobContext;
+use crate::queue::{CancelOutcome, JobRow, JobState, Submitted};
+use crate::tasks::Registry;
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
-    /// Enqueue a job.
+    /// Enqueue a job: `minion job submit KIND --flag value ...` (see `minion job kinds`).
+    #[command(subcommand_required = true)]
     Submit(SubmitArgs),
+    /// List the job kinds with what each does.
+    Kinds {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List jobs, newest first.
     Ls {
+        /// Only jobs in this state.
         #[arg(long, value_enum)]
         state: Option<JobState>,
+        /// Only jobs of this kind.
         #[arg(long)]
         kind: Option<String>,
+        /// At most this many jobs.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one job with every attempt's error.
     Show {
+        /// The job id.
         id: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Cancel a job; a running job's worker is told to stop it.
-    Cancel { id: i64 },
+    Cancel {
+        /// The job id.
+        id: i64,
+    },
     /// Run a discarded or cancelled job again, with fresh attempts.
-    Retry { id: i64 },
+    Retry {
+        /// The job id.
+        id: i64,
+    },
     /// Delete finished jobs older than a retention.
     Prune {
-        /// e.g. 7d, 12h, 30m.
+        /// Delete jobs finished longer ago than this (e.g. 7d, 12h, 30m).
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         older_than: Duration,
+        /// Jobs deleted per statement.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
@@ -48,77 +72,95 @@ pub enum JobCommand {
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// Job kind (see `minion job submit --help` for the list in the error of an unknown one).
-    pub kind: String,
-    /// Arguments as a JSON object.
-    #[arg(default_value = "{}")]
-    pub args: String,
-    #[arg(long, default_value = "default")]
+    #[command(subcommand)]
+    pub kind: KindCommand,
+    #[command(flatten)]
+    pub options: SubmitOptions,
+}
+
+/// How a job is queued; given before or after the kind's own flags.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Submit options")]
+pub struct SubmitOptions {
+    /// The queue to put the job in (workers take from the queues of their `--queues`).
+    #[arg(long, default_value = "default", global = true)]
     pub queue: String,
     /// Higher runs first.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, global = true)]
     pub priority: i16,
-    /// Run at this time (RFC 3339).
-    #[arg(long, conflicts_with = "in")]
+    /// Run at this time (RFC 3339, e.g. 2026-11-28T22:00:00Z).
+    #[arg(long, conflicts_with = "in", global = true)]
     pub at: Option<DateTime<Utc>>,
     /// Run after this delay (e.g. 30s, 5m).
-    #[arg(long = "in", value_parser = humantime::parse_duration)]
+    #[arg(long = "in", value_parser = humantime::parse_duration, global = true)]
     pub r#in: Option<Duration>,
-    /// At most one unfinished job per key; a duplicate returns the existing job.
-    #[arg(long)]
+    /// At most one unfinished job per key; a duplicate returns the existing job. Each kind has
+    /// a default (e.g. one prebuild per partition).
+    #[arg(long, global = true)]
     pub unique_key: Option<String>,
-    #[arg(long, default_value_t = 5)]
+    /// Attempts before the job is discarded.
+    #[arg(long, default_value_t = 5, global = true)]
     pub max_attempts: i32,
-    #[arg(long)]
+    /// Print the outcome as JSON.
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
-/// Parses and validates a job's arguments against its kind: nothing invalid is enqueued.
-pub fn parse_job_args(registry: &Registry, kind: &str, text: &str) -> anyhow::Result<Value> {
-    let args: Value = serde_json::from_str(text).map_err(|err| {
-        anyhow::anyhow!(
-            "job arguments are not valid JSON ({err}); pass an object like '{{\"seconds\": 1}}'"
-        )
-    })?;
-    anyhow::ensure!(
-        args.is_object(),
-        "job arguments must be a JSON object, got {args}"
-    );
-    registry.check(kind, &args)?;
-    Ok(args)
+/// A kind as `minion job kinds` lists it.
+#[derive(Debug, Serialize)]
+struct KindInfo {
+    kind: &'static str,
+    about: &'static str,
 }
 
 pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<()> {
-    let registry = Registry::standard();
     match command {
-        JobCommand::Submit(args) => {
-            let job_args = parse_job_args(&registry, &args.kind, &args.args)?;
-            let default_unique_key = registry.get(&args.kind)?.unique_key(&job_args);
-            anyhow::ensure!(args.max_attempts >= 1, "--max-attempts must be at least 1");
-            let scheduled_at = match (args.at, args.r#in) {
+        JobCommand::Submit(SubmitArgs { kind, options }) => {
+            let mut job = kind.into_job()?;
+            anyhow::ensure!(
+                options.max_attempts >= 1,
+                "--max-attempts must be at least 1"
+            );
+            job.scheduled_at = match (options.at, options.r#in) {
                 (Some(at), _) => Some(at),
                 (None, Some(delay)) => Some(Utc::now() + chrono::Duration::from_std(delay)?),
                 (None, None) => None,
             };
-            let job = NewJob {
-                kind: args.kind.clone(),
-                args: job_args,
-                queue: args.queue,
-                priority: args.priority,
-                max_attempts: args.max_attempts,
-                scheduled_at,
-                unique_key: args.unique_key.or(default_unique_key),
-            };
+            job.queue = options.queue;
+            job.priority = options.priority;
+            job.max_attempts = options.max_attempts;
+            job.unique_key = options.unique_key.or(job.unique_key);
             let submitted = context.queue().await?.submit(&job).await?;
-            if args.json {
+            if options.json {
                 return print_json(&submitted);
             }
             match submitted {
-                Submitted::New(id) => println!("submitted job {id} ({})", args.kind),
+                Submitted::New(id) => println!("submitted job {id} ({})", job.kind),
                 Submitted::Existing(id) => {
                     println!("job {id} already holds that unique key; not submitted again")
                 }
             }
+            Ok(())
+        }
+        JobCommand::Kinds { json } => {
+            let kinds: Vec<KindInfo> = Registry::standard()
+                .tasks()
+                .map(|task| KindInfo {
+                    kind: task.kind(),
+                    about: task.about(),
+                })
+                .collect();
+            if json {
+                return print_json(&kinds);
+            }
+            let rows: Vec<Vec<String>> = kinds
+                .iter()
+                .map(|k| vec![k.kind.to_string(), k.about.to_string()])
+                .collect();
+            print_table(&["KIND", "WHAT IT DOES"], &rows);
+            println!(
+                "\nthe flags of a kind: minion job submit KIND --help (or minion run KIND --help)"
+            );
             Ok(())
         }
         JobCommand::Ls {
@@ -187,7 +229,7 @@ fn print_jobs(jobs: &[JobRow]) {
             vec![
                 job.id.to_string(),
                 job.kind.clone(),
-                job.state.clone(),
+                job.state.to_string(),
                 format!("{}/{}", job.attempt, job.max_attempts),
                 job.queue.clone(),
                 job.priority.to_string(),
@@ -255,18 +297,16 @@ fn print_job(job: &JobRow) {
     }
 }
 
-/// `minion run KIND [ARGS]`: the task executed in this process, without the queue.
+/// `minion run KIND --flags`: the job executed in this process, without the queue.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    pub kind: String,
-    #[arg(default_value = "{}")]
-    pub args: String,
+    #[command(subcommand)]
+    pub kind: KindCommand,
 }
 
 pub async fn run_inline(context: &Context, args: RunArgs) -> anyhow::Result<()> {
-    let registry = Registry::standard();
-    let job_args = parse_job_args(&registry, &args.kind, &args.args)?;
-    let task = registry.get(&args.kind)?.clone();
+    let job = args.kind.into_job()?;
+    let task = Registry::standard().get(&job.kind)?.clone();
     let cancel = tokio_util::sync::CancellationToken::new();
     let job_context = JobContext {
         job_id: 0,
@@ -274,7 +314,7 @@ pub async fn run_inline(context: &Context, args: RunArgs) -> anyhow::Result<()> 
         cancel: cancel.clone(),
         services: context.services().await?,
     };
-    let work = task.run(&job_context, job_args);
+    let work = task.run(&job_context, job.args);
     tokio::pin!(work);
     let output = tokio::select! {
         output = &mut work => output?,

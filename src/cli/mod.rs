@@ -1,13 +1,12 @@
 //! The `minion` command line: parsing, and one module per command group.
 
 mod bench;
-mod bench_compact;
-mod bench_prebuild;
 mod context;
 mod demo;
 mod dev;
 mod ingest;
 mod job;
+mod kinds;
 mod output;
 mod segment;
 mod snapshot;
@@ -54,7 +53,8 @@ pub enum Command {
     /// Submit, inspect, cancel, retry and prune jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
-    /// Run a task in this process, without the queue.
+    /// Run a job in this process, without the queue: `minion run KIND --flag value ...`.
+    #[command(subcommand_required = true)]
     Run(job::RunArgs),
     /// Run the worker pool: take jobs from the queue until SIGTERM/SIGINT.
     Worker(worker::WorkerArgs),
@@ -108,9 +108,42 @@ pub fn log_settings(cli: &Cli) -> (crate::config::LogFormat, String) {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     #[test]
     fn the_command_line_definition_is_consistent() {
-        use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Every option and argument of every command says what it is for, and the global options
+    /// come under their own heading.
+    #[test]
+    fn every_option_has_a_help_line() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+                if arg.is_global_set()
+                    && super::Cli::command()
+                        .get_arguments()
+                        .any(|root| root.get_id() == arg.get_id())
+                {
+                    assert_eq!(arg.get_help_heading(), Some("Global options"), "{id}");
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut command = super::Cli::command();
+        command.build();
+        let mut missing = Vec::new();
+        walk(&command, "minion", &mut missing);
+        assert!(missing.is_empty(), "options without help: {missing:#?}");
     }
 }

@@ -10,13 +10,16 @@ use crate::catalog::{SegmentRow, SegmentState};
 pub enum SegmentCommand {
     /// List a table's segments in partition and sequence order.
     Ls {
+        /// The table.
         #[arg(long)]
         table: String,
+        /// Only this partition.
         #[arg(long)]
         partition: Option<u32>,
         /// Only segments in this state (online, replaced, dropped).
         #[arg(long, value_parser = parse_state)]
         state: Option<SegmentState>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -69,7 +72,7 @@ pub fn print_segments(segments: &[SegmentRow]) {
                 s.id.to_string(),
                 s.partition.to_string(),
                 s.sequence.to_string(),
-                s.state.0.as_str().to_string(),
+                s.state.as_str().to_string(),
                 s.row_count.to_string(),
                 human_bytes(s.byte_size as u64),
                 s.name.clone(),

@@ -15,22 +15,28 @@ use crate::snapshot::Manifest;
 pub enum SnapshotCommand {
     /// List published snapshots, newest first per partition.
     Ls {
+        /// The table.
         #[arg(long)]
         table: String,
+        /// Only this partition.
         #[arg(long)]
         partition: Option<u32>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show a snapshot's manifest (the newest unless --snapshot VERSION).
     Show {
+        /// The table.
         #[arg(long)]
         table: String,
+        /// The partition.
         #[arg(long)]
         partition: u32,
         /// A version other than the newest.
         #[arg(long = "snapshot")]
         snapshot_version: Option<i64>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -38,8 +44,10 @@ pub enum SnapshotCommand {
 
 #[derive(Debug, Args)]
 pub struct BootstrapArgs {
+    /// The table.
     #[arg(long)]
     pub table: String,
+    /// The partition to load.
     #[arg(long)]
     pub partition: u32,
     /// Local directory for the RocksDB key metadata (must be empty or absent).
@@ -48,14 +56,17 @@ pub struct BootstrapArgs {
     /// The slow path: rebuild from segments alone.
     #[arg(long)]
     pub no_snapshot: bool,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// The table.
     #[arg(long)]
     pub table: String,
+    /// Print the verdicts as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -63,8 +74,10 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("rows").args(["valid_only", "queryable_only"])))]
 pub struct ScanArgs {
+    /// The table.
     #[arg(long)]
     pub table: String,
+    /// Only this partition (required with --snapshot).
     #[arg(long)]
     pub partition: Option<u32>,
     /// Every valid row, delete tombstones included.
@@ -73,8 +86,10 @@ pub struct ScanArgs {
     /// Only rows queries see (the default).
     #[arg(long)]
     pub queryable_only: bool,
+    /// Output format.
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: ScanFormat,
+    /// The file to write.
     #[arg(long)]
     pub output: PathBuf,
     /// Read exactly this snapshot version of --partition, as a server that pinned it would.
@@ -158,8 +173,12 @@ pub async fn run(context: &Context, command: SnapshotCommand) -> anyhow::Result<
                 manifest.key_count, manifest.live_keys, manifest.forgotten_deleted_keys
             );
             println!(
-                "  valid docs: {}  queryable docs: {}  largest comparison: {:?}",
-                manifest.valid_docs, manifest.queryable_docs, manifest.largest_comparison_f64
+                "  valid docs: {}  queryable docs: {}  largest comparison: {}",
+                manifest.valid_docs,
+                manifest.queryable_docs,
+                manifest
+                    .largest_comparison_f64
+                    .map_or_else(|| "none".to_string(), |c| c.to_string())
             );
             let rows: Vec<Vec<String>> = manifest
                 .segments
@@ -215,9 +234,12 @@ pub async fn run_bootstrap(context: &Context, args: BootstrapArgs) -> anyhow::Re
     if let Some(reason) = &report.snapshot_skipped {
         println!("note: {reason}");
     }
+    let snapshot = report
+        .snapshot_version
+        .map_or_else(|| "no snapshot".to_string(), |v| format!("snapshot {v}"));
     println!(
-        "bootstrapped {}/{} {path} (snapshot {:?}: {} segments covered, {} through the compare path): {} keys, {} valid docs, {} queryable, in {:.3}s",
-        report.table, report.partition, report.snapshot_version, report.covered_segments, report.uncovered_segments,
+        "bootstrapped {}/{} {path} ({snapshot}: {} segments covered, {} through the compare path): {} keys, {} valid docs, {} queryable, in {:.3}s",
+        report.table, report.partition, report.covered_segments, report.uncovered_segments,
         report.keys, report.valid_docs, report.queryable_docs, report.seconds
     );
     Ok(())

@@ -13,17 +13,21 @@ use crate::table::TableConfig;
 pub enum TableCommand {
     /// Create a table from its TOML declaration (idempotent for an identical declaration).
     Create {
+        /// The table's TOML declaration (see examples/tables/).
         #[arg(long)]
         file: PathBuf,
     },
     /// List tables.
     Ls {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one table's declaration.
     Show {
+        /// The table name.
         name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },

@@ -6,20 +6,21 @@
 use serde::Serialize;
 
 use super::{
-    discard_uploads, prebuild_follow_up, rewrite, CoveringSnapshot, RewriteInput, RewriteStats,
+    discard_uploads, prebuild_follow_up, rewrite, CompactionOutcome, CoveringSnapshot,
+    RewriteInput, RewriteStats,
 };
 use crate::catalog::{NewSegment, ReplaceOutcome, SegmentState};
+use crate::error::Permanent;
 use crate::faults::pause_point;
+use crate::job::Services;
 use crate::segment::new_segment_name;
-use crate::snapshot::build::{fetch_segment, PermanentError};
-use crate::tasks::Services;
+use crate::snapshot::read::fetch_segment;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CompactReport {
     pub table: String,
     pub segment_id: i64,
-    /// compacted, dropped, nothing_to_compact, not_online, not_covered, input_changed
-    pub outcome: String,
+    pub outcome: CompactionOutcome,
     pub snapshot_version: Option<i64>,
     pub rows_before: u64,
     pub rows_after: u64,
@@ -40,10 +41,10 @@ pub async fn compact(
     let store = &services.store;
     let table = catalog.table(table_name).await?;
     let Some(segment) = catalog.segment(segment_id).await? else {
-        return Err(PermanentError(format!("segment {segment_id} does not exist")).into());
+        return Err(Permanent(format!("segment {segment_id} does not exist")).into());
     };
     if segment.table != table_name {
-        return Err(PermanentError(format!(
+        return Err(Permanent(format!(
             "segment {segment_id} belongs to table {}, not {table_name}",
             segment.table
         ))
@@ -53,7 +54,7 @@ pub async fn compact(
     let mut report = CompactReport {
         table: table_name.to_string(),
         segment_id,
-        outcome: String::new(),
+        outcome: CompactionOutcome::NotOnline,
         snapshot_version: None,
         rows_before: segment.row_count as u64,
         rows_after: segment.row_count as u64,
@@ -62,8 +63,8 @@ pub async fn compact(
         new_segment_id: None,
         row_groups: RewriteStats::default(),
     };
-    if segment.state.0 != SegmentState::Online {
-        report.outcome = "not_online".into();
+    if segment.state != SegmentState::Online {
+        report.outcome = CompactionOutcome::NotOnline;
         return Ok(report);
     }
     let follow_up = prebuild_follow_up(table_name, partition);
@@ -72,13 +73,13 @@ pub async fn compact(
     let snapshot = CoveringSnapshot::latest(services, table_name, partition).await?;
     let Some(snapshot) = snapshot.filter(|snapshot| snapshot.covers(segment_id)) else {
         services.queue.submit(&follow_up).await?;
-        report.outcome = "not_covered".into();
+        report.outcome = CompactionOutcome::NotCovered;
         return Ok(report);
     };
     report.snapshot_version = Some(snapshot.version);
     let valid = snapshot.valid_docs(services, &segment).await?;
     if valid.len() == segment.row_count as u64 {
-        report.outcome = "nothing_to_compact".into();
+        report.outcome = CompactionOutcome::NothingToCompact;
         return Ok(report);
     }
     let inputs = [(segment.id, segment.checksum.clone())];
@@ -89,7 +90,7 @@ pub async fn compact(
                 .replace_segments(&inputs, &[], None, Some(&follow_up))
                 .await?,
             report,
-            "dropped",
+            CompactionOutcome::Dropped,
             0,
             0,
         );
@@ -134,19 +135,25 @@ pub async fn compact(
     if !matches!(outcome, ReplaceOutcome::Replaced { .. }) {
         discard_uploads(services, std::slice::from_ref(&output)).await;
     }
-    finish(outcome, report, "compacted", written.rows, written.bytes)
+    finish(
+        outcome,
+        report,
+        CompactionOutcome::Compacted,
+        written.rows,
+        written.bytes,
+    )
 }
 
 fn finish(
     outcome: ReplaceOutcome,
     mut report: CompactReport,
-    done: &str,
+    done: CompactionOutcome,
     rows: u64,
     bytes: u64,
 ) -> anyhow::Result<CompactReport> {
     match outcome {
         ReplaceOutcome::Replaced { outputs } => {
-            report.outcome = done.into();
+            report.outcome = done;
             report.rows_after = rows;
             report.bytes_after = bytes;
             report.new_segment_id = outputs.first().copied();
@@ -157,7 +164,7 @@ fn finish(
                 ?state,
                 "segment changed meanwhile; this compaction's output is garbage"
             );
-            report.outcome = "input_changed".into();
+            report.outcome = CompactionOutcome::InputChanged;
         }
         ReplaceOutcome::SequenceGap { sequence } => {
             debug_assert!(false, "compact keeps its sequence and sets no guard");
@@ -166,7 +173,7 @@ fn finish(
                 sequence,
                 "unexpected sequence gap"
             );
-            report.outcome = "sequence_gap".into();
+            report.outcome = CompactionOutcome::SequenceGap;
         }
     }
     Ok(report)

@@ -22,20 +22,21 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use super::{
-    discard_uploads, prebuild_follow_up, rewrite, CoveringSnapshot, RewriteInput, RewriteStats,
+    discard_uploads, prebuild_follow_up, rewrite, CompactionOutcome, CoveringSnapshot,
+    RewriteInput, RewriteStats,
 };
 use crate::catalog::{NewSegment, ReplaceOutcome, SegmentRow, SegmentState, SequenceGuard};
+use crate::error::Permanent;
 use crate::faults::pause_point;
+use crate::job::Services;
 use crate::segment::new_segment_name;
-use crate::snapshot::build::{fetch_segment, PermanentError};
-use crate::tasks::Services;
+use crate::snapshot::read::fetch_segment;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeReport {
     pub table: String,
     pub partition: u32,
-    /// merged, dropped, not_online, not_covered, input_changed, sequence_gap
-    pub outcome: String,
+    pub outcome: CompactionOutcome,
     pub snapshot_version: Option<i64>,
     pub input_segment_ids: Vec<i64>,
     pub rows_before: u64,
@@ -59,18 +60,23 @@ pub async fn merge(
     let table = catalog.table(table_name).await?;
     let distinct: HashSet<i64> = segment_ids.iter().copied().collect();
     if distinct.len() < 2 || distinct.len() != segment_ids.len() {
-        return Err(PermanentError(format!(
-            "merge needs two or more distinct segments, got {segment_ids:?}; use `compact` for one"
+        return Err(Permanent(format!(
+            "merge needs two or more distinct segments, got [{}]; use `compact` for one",
+            segment_ids
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
         .into());
     }
     let mut inputs: Vec<SegmentRow> = Vec::with_capacity(segment_ids.len());
     for &id in segment_ids {
         let Some(segment) = catalog.segment(id).await? else {
-            return Err(PermanentError(format!("segment {id} does not exist")).into());
+            return Err(Permanent(format!("segment {id} does not exist")).into());
         };
         if segment.table != table_name || segment.partition as u32 != partition {
-            return Err(PermanentError(format!(
+            return Err(Permanent(format!(
                 "segment {id} belongs to {} partition {}, not {table_name} partition {partition}",
                 segment.table, segment.partition
             ))
@@ -82,7 +88,7 @@ pub async fn merge(
     let mut report = MergeReport {
         table: table_name.to_string(),
         partition,
-        outcome: String::new(),
+        outcome: CompactionOutcome::NotOnline,
         snapshot_version: None,
         input_segment_ids: inputs.iter().map(|s| s.id).collect(),
         rows_before: inputs.iter().map(|s| s.row_count as u64).sum(),
@@ -93,8 +99,8 @@ pub async fn merge(
         row_groups: RewriteStats::default(),
         gap_sequence: None,
     };
-    if inputs.iter().any(|s| s.state.0 != SegmentState::Online) {
-        report.outcome = "not_online".into();
+    if inputs.iter().any(|s| s.state != SegmentState::Online) {
+        report.outcome = CompactionOutcome::NotOnline;
         return Ok(report);
     }
     let follow_up = prebuild_follow_up(table_name, partition);
@@ -102,7 +108,7 @@ pub async fn merge(
     let Some(snapshot) = snapshot.filter(|snapshot| inputs.iter().all(|s| snapshot.covers(s.id)))
     else {
         services.queue.submit(&follow_up).await?;
-        report.outcome = "not_covered".into();
+        report.outcome = CompactionOutcome::NotCovered;
         return Ok(report);
     };
     report.snapshot_version = Some(snapshot.version);
@@ -123,7 +129,7 @@ pub async fn merge(
             sequence,
             "a foreign sequence lies inside the merge's range; nothing to do"
         );
-        report.outcome = "sequence_gap".into();
+        report.outcome = CompactionOutcome::SequenceGap;
         report.gap_sequence = Some(sequence);
         return Ok(report);
     }
@@ -203,7 +209,11 @@ pub async fn merge(
     pause_point("merge:after_swap").await;
     match outcome {
         ReplaceOutcome::Replaced { outputs: ids } => {
-            report.outcome = if ids.is_empty() { "dropped" } else { "merged" }.into();
+            report.outcome = if ids.is_empty() {
+                CompactionOutcome::Dropped
+            } else {
+                CompactionOutcome::Merged
+            };
             report.rows_after = outputs.iter().map(|(s, _)| s.row_count).sum();
             report.bytes_after = outputs.iter().map(|(s, _)| s.byte_size).sum();
             report.new_segment_ids = ids;
@@ -215,7 +225,7 @@ pub async fn merge(
                 "merge input changed meanwhile; nothing changed"
             );
             discard_uploads(services, &uploaded(&outputs)).await;
-            report.outcome = "input_changed".into();
+            report.outcome = CompactionOutcome::InputChanged;
         }
         ReplaceOutcome::SequenceGap { sequence } => {
             tracing::info!(
@@ -223,7 +233,7 @@ pub async fn merge(
                 "a foreign sequence lies inside the merge's range; nothing changed"
             );
             discard_uploads(services, &uploaded(&outputs)).await;
-            report.outcome = "sequence_gap".into();
+            report.outcome = CompactionOutcome::SequenceGap;
             report.gap_sequence = Some(sequence);
         }
     }

@@ -28,15 +28,38 @@ pub use rewrite::{rewrite, RewriteInput, RewriteStats};
 pub use select::{plan, CompactionPlan, MergeGroup, SegmentCandidate};
 
 use roaring::RoaringBitmap;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::SegmentRow;
-use crate::loader::{load_bitmap, load_manifest};
+use crate::error::Permanent;
+use crate::job::args::PrebuildArgs;
+use crate::job::{JobArgs, Services};
 use crate::queue::NewJob;
-use crate::snapshot::build::PermanentError;
 use crate::snapshot::manifest::ManifestSegment;
+use crate::snapshot::read::{load_bitmap, load_manifest};
 use crate::snapshot::Manifest;
-use crate::tasks::{prebuild, Services};
+
+/// What a compact or merge job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompactionOutcome {
+    /// `compact`: the segment was rewritten with its valid rows and swapped in.
+    Compacted,
+    /// `merge`: the inputs were rewritten into one segment and swapped in.
+    Merged,
+    /// No input row was valid: the inputs were retired without an output.
+    Dropped,
+    /// `compact`: every row is valid; nothing to do.
+    NothingToCompact,
+    /// An input is no longer online (replaced or dropped meanwhile).
+    NotOnline,
+    /// The newest snapshot does not cover every input; its prebuild was queued.
+    NotCovered,
+    /// An input changed between planning and the swap; the output is garbage for gc.
+    InputChanged,
+    /// `merge`: a foreign sequence lies inside the inputs' range (see `merge.rs`).
+    SequenceGap,
+}
 
 /// The newest published snapshot of a partition, its manifest read and checksum-verified.
 pub(crate) struct CoveringSnapshot {
@@ -82,13 +105,13 @@ impl CoveringSnapshot {
             ));
         };
         if entry.checksum != segment.checksum {
-            return Err(PermanentError(format!(
+            return Err(Permanent(format!(
                 "snapshot {version} covers segment {} with checksum {}, but the catalog records {}; refusing to apply its bitmap",
                 segment.name, entry.checksum, segment.checksum
             ))
             .into());
         }
-        // Checksum and bounds failures are permanent (`tasks::classify`): the job is discarded.
+        // Checksum and bounds failures are permanent (`SnapshotError`): the job is discarded.
         let valid = load_bitmap(&services.store, &entry.valid, segment.row_count as u64).await?;
         debug_assert_eq!(valid.len(), entry.valid_docs);
         Ok(valid)
@@ -107,7 +130,9 @@ pub(crate) async fn discard_uploads(services: &Services, outputs: &[crate::catal
 
 /// The partition's prebuild, queued (unique) in the same transaction as a replacement.
 pub(crate) fn prebuild_follow_up(table: &str, partition: u32) -> NewJob {
-    let mut job = NewJob::new("prebuild", json!({"table": table, "partition": partition}));
-    job.unique_key = Some(prebuild::unique_key(table, partition));
-    job
+    PrebuildArgs {
+        table: table.to_string(),
+        partition,
+    }
+    .to_job()
 }

@@ -19,12 +19,13 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use super::CoveringSnapshot;
 use crate::catalog::{SegmentRow, SegmentState};
+use crate::job::args::{CompactArgs, MergeArgs, PrebuildArgs};
+use crate::job::{JobArgs, Services};
+use crate::queue::NewJob;
 use crate::table::TableConfig;
-use crate::tasks::Services;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SegmentCandidate {
@@ -67,27 +68,32 @@ pub struct CompactionPlan {
 }
 
 impl CompactionPlan {
-    /// The planned tasks as (kind, args) pairs, ready for the queue or `minion run`.
-    pub fn jobs(&self) -> Vec<(&'static str, Value)> {
+    /// The planned jobs, each with its kind's unique key, ready for the queue.
+    pub fn jobs(&self) -> Vec<NewJob> {
         let table = &self.table;
-        let mut jobs: Vec<(&'static str, Value)> = Vec::new();
-        for &partition in &self.prebuild {
-            jobs.push(("prebuild", json!({"table": table, "partition": partition})));
-        }
-        for group in &self.merge {
-            let ids: Vec<i64> = group.segments.iter().map(|s| s.segment_id).collect();
-            jobs.push((
-                "merge",
-                json!({"table": table, "partition": group.partition, "segment_ids": ids}),
-            ));
-        }
-        for candidate in &self.compact {
-            jobs.push((
-                "compact",
-                json!({"table": table, "segment_id": candidate.segment_id}),
-            ));
-        }
-        jobs
+        let prebuilds = self.prebuild.iter().map(|&partition| {
+            PrebuildArgs {
+                table: table.clone(),
+                partition,
+            }
+            .to_job()
+        });
+        let merges = self.merge.iter().map(|group| {
+            MergeArgs {
+                table: table.clone(),
+                partition: group.partition,
+                segment_ids: group.segments.iter().map(|s| s.segment_id).collect(),
+            }
+            .to_job()
+        });
+        let compacts = self.compact.iter().map(|candidate| {
+            CompactArgs {
+                table: table.clone(),
+                segment_id: candidate.segment_id,
+            }
+            .to_job()
+        });
+        prebuilds.chain(merges).chain(compacts).collect()
     }
 }
 

@@ -105,8 +105,8 @@ impl Queue {
             }
         }
         Err(QueueError::Database(sqlx::Error::Protocol(format!(
-            "unique key {:?} kept changing hands while submitting",
-            job.unique_key
+            "unique key `{}` kept changing hands while submitting",
+            job.unique_key.as_deref().unwrap_or_default()
         ))))
     }
 
@@ -218,7 +218,7 @@ impl Queue {
         permanent: bool,
         backoff: Duration,
     ) -> Result<Option<JobState>, QueueError> {
-        let row: Option<(String,)> = sqlx::query_as(sql::FAIL)
+        let row: Option<(JobState,)> = sqlx::query_as(sql::FAIL)
             .bind(id)
             .bind(attempt)
             .bind(error)
@@ -226,7 +226,7 @@ impl Queue {
             .bind(permanent)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.and_then(|(state,)| JobState::parse(&state)))
+        Ok(row.map(|(state,)| state))
     }
 
     /// The state of job `id` if its attempt is still `attempt`, else `None`. After a transition
@@ -237,12 +237,12 @@ impl Queue {
         id: i64,
         attempt: i32,
     ) -> Result<Option<JobState>, QueueError> {
-        let row: Option<(String,)> = sqlx::query_as(sql::ATTEMPT_STATE)
+        let row: Option<(JobState,)> = sqlx::query_as(sql::ATTEMPT_STATE)
             .bind(id)
             .bind(attempt)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.and_then(|(state,)| JobState::parse(&state)))
+        Ok(row.map(|(state,)| state))
     }
 
     /// Ends a running job as cancelled. Returns false if the lease was lost.
@@ -277,8 +277,8 @@ impl Queue {
         &self,
         limit: usize,
         backoff: Duration,
-    ) -> Result<Vec<(i64, String)>, QueueError> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(sql::RESCUE_EXPIRED)
+    ) -> Result<Vec<(i64, JobState)>, QueueError> {
+        let rows: Vec<(i64, JobState)> = sqlx::query_as(sql::RESCUE_EXPIRED)
             .bind(limit as i64)
             .bind(millis(backoff))
             .fetch_all(&self.pool)
@@ -288,13 +288,13 @@ impl Queue {
 
     pub async fn cancel(&self, id: i64) -> Result<CancelOutcome, QueueError> {
         let mut tx = self.pool.begin().await?;
-        let row: Option<(String,)> = sqlx::query_as(sql::CANCEL)
+        let row: Option<(JobState,)> = sqlx::query_as(sql::CANCEL)
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-        let outcome = match row.as_ref().map(|(state,)| state.as_str()) {
+        let outcome = match row.map(|(state,)| state) {
             None => CancelOutcome::NotCancellable,
-            Some("running") => {
+            Some(JobState::Running) => {
                 sqlx::query(sql::NOTIFY_CANCEL)
                     .bind(id)
                     .execute(&mut *tx)
@@ -372,7 +372,7 @@ impl Queue {
         Ok(rows)
     }
 
-    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, QueueError> {
+    pub async fn count_by_state(&self) -> Result<Vec<(JobState, i64)>, QueueError> {
         Ok(sqlx::query_as(sql::COUNT_BY_STATE)
             .fetch_all(&self.pool)
             .await?)
@@ -414,15 +414,7 @@ mod tests {
 
     #[test]
     fn states_round_trip() {
-        for state in [
-            JobState::Available,
-            JobState::Scheduled,
-            JobState::Running,
-            JobState::Retryable,
-            JobState::Completed,
-            JobState::Discarded,
-            JobState::Cancelled,
-        ] {
+        for state in JobState::ALL {
             assert_eq!(JobState::parse(state.as_str()), Some(state));
         }
     }

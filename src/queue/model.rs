@@ -48,6 +48,55 @@ impl JobState {
             JobState::Completed | JobState::Discarded | JobState::Cancelled
         )
     }
+
+    pub const ALL: [JobState; 7] = [
+        JobState::Available,
+        JobState::Scheduled,
+        JobState::Running,
+        JobState::Retryable,
+        JobState::Completed,
+        JobState::Discarded,
+        JobState::Cancelled,
+    ];
+}
+
+/// Compares with the state's name, as `job ls --json` shows it.
+impl PartialEq<&str> for JobState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// The queue's statements read states as text (`state::text`); a state this minion does not know
+// (written by a newer one) is a decode error that says so, never a panic or a silent `None`.
+impl sqlx::Type<sqlx::Postgres> for JobState {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for JobState {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        JobState::parse(text).ok_or_else(|| {
+            let known: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+            format!(
+                "unknown job state `{text}` in the jobs table (this minion knows {}); is a newer minion writing to this catalog? Upgrade this one",
+                known.join(", ")
+            )
+            .into()
+        })
+    }
 }
 
 /// A job to insert.
@@ -117,7 +166,7 @@ pub struct JobRow {
     pub args: Value,
     pub queue: String,
     pub priority: i16,
-    pub state: String,
+    pub state: JobState,
     pub attempt: i32,
     pub max_attempts: i32,
     pub scheduled_at: DateTime<Utc>,
@@ -151,6 +200,13 @@ pub enum QueueError {
     NotFound(i64),
     #[error("queue query failed: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+impl crate::error::Permanence for QueueError {
+    /// Queue statements fail on the database, which may recover.
+    fn is_permanent(&self) -> bool {
+        false
+    }
 }
 
 impl QueueError {

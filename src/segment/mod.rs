@@ -45,6 +45,14 @@ pub enum SegmentError {
     },
 }
 
+impl crate::error::Permanence for SegmentError {
+    /// A segment file that is corrupt or does not match its table stays so; so does a local file
+    /// that cannot be read or written (as before: a job never gets a second chance at it).
+    fn is_permanent(&self) -> bool {
+        true
+    }
+}
+
 /// A fresh, unique segment name: table, partition, sequence, creation time and a random suffix.
 /// Names are never reused, so objects are never overwritten, even by a rewrite of the same sequence.
 pub fn new_segment_name(table: &str, partition: u32, sequence: i64) -> String {

@@ -12,16 +12,18 @@ use std::time::Instant;
 use anyhow::Context;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::keyrun::{build_run, RunFile, RunReader};
+use super::keyrun::{RunFile, RunReader};
 use super::manifest::{FileEntry, KeyFile, Manifest, ManifestSegment, FORMAT};
 use super::ranges::{resolve_in_ranges, RangePlan};
 use super::record::ComparisonKind;
 use super::resolve::{resolve, Resolution, Source, TtlSettings};
+use super::runs::gather_runs;
 use super::sst::{sst_options, SstFile, SstSplitter};
 use crate::catalog::{Catalog, NewSnapshot, PublishOutcome, SegmentRow, SegmentState};
-use crate::storage::{layout, sha256_hex, StorageError, Store};
+use crate::error::Permanent;
+use crate::storage::{layout, sha256_hex, Store};
 use crate::table::{PrimaryKeyHash, TableConfig};
 
 /// Snapshot objects uploaded at once: on S3 each is a round trip, and a partition of a hundred
@@ -59,13 +61,27 @@ impl Default for PrebuildOptions {
     }
 }
 
+/// What a prebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrebuildOutcome {
+    /// A new snapshot is the partition's newest.
+    Published,
+    /// Another prebuild published first; this one's objects are garbage for gc.
+    Superseded,
+    /// The newest snapshot already covers exactly the online segments.
+    UpToDate,
+    /// The partition has no segments and no snapshot.
+    NoSegments,
+    /// A covered segment was replaced while building: nothing published, build again.
+    SegmentChanged,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PrebuildReport {
     pub table: String,
     pub partition: u32,
-    /// published, superseded, up_to_date, no_segments, segment_changed (a covered segment was
-    /// replaced meanwhile: nothing published, build again)
-    pub outcome: String,
+    pub outcome: PrebuildOutcome,
     pub version: Option<i64>,
     pub segments: usize,
     pub runs_reused: usize,
@@ -80,10 +96,12 @@ pub struct PrebuildReport {
     pub resolve_seconds: f64,
 }
 
-/// A problem retrying cannot fix; the job is discarded and nothing is published.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PermanentError(pub String);
+/// What a prebuild starts from: the table, the newest snapshot and the online segments.
+struct Inputs {
+    table: TableConfig,
+    previous: Option<crate::catalog::SnapshotRow>,
+    segments: Vec<SegmentRow>,
+}
 
 pub async fn prebuild(
     catalog: &Catalog,
@@ -94,23 +112,17 @@ pub async fn prebuild(
     options: &PrebuildOptions,
 ) -> anyhow::Result<PrebuildReport> {
     let started = Instant::now();
-    let table = catalog.table(table_name).await?;
-    if partition >= table.partitions {
-        return Err(PermanentError(format!(
-            "table {table_name} has partitions 0 to {}, not {partition}",
-            table.partitions - 1
-        ))
-        .into());
-    }
-    let previous = catalog.latest_snapshot(table_name, partition).await?;
+    let inputs = read_inputs(catalog, table_name, partition).await?;
+    let Inputs {
+        table,
+        previous,
+        segments,
+    } = &inputs;
     let expected = previous.as_ref().map(|s| s.version);
-    let segments = catalog
-        .segments(table_name, Some(partition), Some(SegmentState::Online))
-        .await?;
     let mut report = PrebuildReport {
         table: table_name.to_string(),
         partition,
-        outcome: String::new(),
+        outcome: PrebuildOutcome::UpToDate,
         version: expected,
         segments: segments.len(),
         runs_reused: 0,
@@ -124,11 +136,10 @@ pub async fn prebuild(
     };
     let ids: Vec<i64> = segments.iter().map(|s| s.id).collect();
     if previous.as_ref().is_some_and(|p| p.segment_ids == ids) {
-        report.outcome = "up_to_date".into();
         return Ok(report);
     }
     if segments.is_empty() && previous.is_none() {
-        report.outcome = "no_segments".into();
+        report.outcome = PrebuildOutcome::NoSegments;
         return Ok(report);
     }
 
@@ -142,136 +153,30 @@ pub async fn prebuild(
             )
         })?;
     let phase = Instant::now();
-    // One run per core at a time: building one is CPU-bound (decode, hash, sort) on one core.
-    let (table_ref, work_path) = (&table, workdir.path());
-    let ensured: Vec<anyhow::Result<(PathBuf, bool)>> =
-        futures::stream::iter(segments.clone())
-            .map(|segment| async move {
-                ensure_run(store, table_ref, &segment, work_path, options).await
-            })
-            .buffered(options.resolve_threads.max(1))
-            .collect()
-            .await;
-    let mut run_paths = Vec::with_capacity(segments.len());
-    for result in ensured {
-        let (path, reused) = result?;
-        if reused {
-            report.runs_reused += 1;
-        } else {
-            report.runs_built += 1;
-        }
-        run_paths.push(path);
-    }
+    let (run_paths, reused) = gather_runs(store, table, segments, workdir.path(), options).await?;
+    report.runs_reused = reused;
+    report.runs_built = segments.len() - reused;
     report.runs_seconds = phase.elapsed().as_secs_f64();
     let phase = Instant::now();
-
-    let sources: Vec<Source> = segments
-        .iter()
-        .map(|s| Source {
-            segment_id: s.id as u64,
-            sequence: s.sequence,
-            rows: s.row_count as u64,
-        })
-        .collect();
-    let kind = ComparisonKind::of_table(&table);
-    let ttl = TtlSettings::of(&table);
-    let (resolution, sst_files) = {
-        let (dir, format_version, options) = (
-            workdir.path().to_path_buf(),
-            options.sst_format_version,
-            options.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            resolve_to_files(
-                &run_paths,
-                &sources,
-                kind,
-                ttl,
-                &dir,
-                format_version,
-                &options,
-            )
-        })
-        .await??
-    };
+    let (resolution, sst_files) =
+        resolve_partition(table, segments, run_paths, workdir.path(), options).await?;
     report.resolve_seconds = phase.elapsed().as_secs_f64();
 
     let version = expected.unwrap_or(0) + 1;
+    // A fresh directory per build (its name has a random part): every object of this snapshot,
+    // the manifest last, goes under this one prefix, which gc collects as a whole.
     let prefix = layout::snapshot_prefix(table_name, partition, version);
-    let (segments_ref, resolution_ref, prefix_ref) = (&segments, &resolution, &prefix);
-    let manifest_segments: Vec<ManifestSegment> = futures::stream::iter(0..segments.len())
-        .map(|index| async move {
-            let segment = &segments_ref[index];
-            let valid = upload_bitmap(
-                store,
-                &format!("{prefix_ref}valid/{}.roaring", segment.id),
-                &resolution_ref.valid[index],
-            )
-            .await?;
-            let queryable = upload_bitmap(
-                store,
-                &format!("{prefix_ref}queryable/{}.roaring", segment.id),
-                &resolution_ref.queryable[index],
-            )
-            .await?;
-            anyhow::Ok(ManifestSegment {
-                id: segment.id,
-                name: segment.name.clone(),
-                sequence: segment.sequence,
-                checksum: segment.checksum.clone(),
-                rows: segment.row_count as u64,
-                valid,
-                queryable,
-                valid_docs: resolution_ref.valid[index].len(),
-                queryable_docs: resolution_ref.queryable[index].len(),
-            })
-        })
-        .buffered(UPLOADS_AT_ONCE)
-        .try_collect()
-        .await?;
-    let key_files: Vec<KeyFile> = futures::stream::iter(sst_files.into_iter().enumerate())
-        .map(|(index, sst)| async move {
-            let key = format!("{prefix_ref}keys/{index}.sst");
-            store.put_file_once(&key, &sst.path).await?;
-            anyhow::Ok(KeyFile {
-                file: FileEntry {
-                    key,
-                    size: sst.size,
-                    checksum: sst.checksum,
-                },
-                entries: sst.entries,
-            })
-        })
-        .buffered(UPLOADS_AT_ONCE)
-        .try_collect()
-        .await?;
-    let valid_docs: u64 = resolution.valid.iter().map(|b| b.len()).sum();
-    let queryable_docs: u64 = resolution.queryable.iter().map(|b| b.len()).sum();
-    let manifest = Manifest {
-        format: FORMAT,
-        table: table_name.to_string(),
-        partition,
-        version,
-        created_at: chrono::Utc::now(),
+    let manifest = upload_snapshot(
+        store,
+        &inputs,
+        &prefix,
+        (partition, version),
         job_id,
-        primary_key_hash: table.primary_key_hash,
-        comparison_kind: kind,
-        sst_format_version: options.sst_format_version,
-        segments: manifest_segments,
-        key_files,
-        key_count: resolution.metadata_keys,
-        live_keys: resolution.live_keys,
-        forgotten_deleted_keys: resolution.forgotten_keys,
-        valid_docs,
-        queryable_docs,
-        largest_comparison: resolution
-            .largest_comparison
-            .map(|l| kind.natural_from_sortable(l)),
-        largest_comparison_f64: resolution.largest_comparison.map(|l| kind.to_f64(l)),
-        deleted_keys_ttl: table.ttl.deleted_keys_ttl,
-        metadata_ttl: table.ttl.metadata_ttl,
-        metadata_watermark: resolution.metadata_watermark,
-    };
+        &resolution,
+        sst_files,
+        options,
+    )
+    .await?;
     let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
     let manifest_key = format!("{prefix}manifest.json");
     store
@@ -288,24 +193,23 @@ pub async fn prebuild(
             .iter()
             .map(|s| (s.id, s.checksum.clone()))
             .collect(),
-        key_count: resolution.metadata_keys as i64,
-        valid_docs: valid_docs as i64,
-        queryable_docs: queryable_docs as i64,
+        key_count: manifest.key_count as i64,
+        valid_docs: manifest.valid_docs as i64,
+        queryable_docs: manifest.queryable_docs as i64,
         largest_comparison: manifest.largest_comparison_f64,
         job_id,
     };
     crate::faults::pause_point("prebuild:before_publish").await;
-    let outcome = catalog.publish_snapshot(&new, expected).await?;
-    report.outcome = match outcome {
+    report.outcome = match catalog.publish_snapshot(&new, expected).await? {
         PublishOutcome::Published => {
             report.version = Some(version);
-            report.key_count = resolution.metadata_keys;
-            report.valid_docs = valid_docs;
-            "published".into()
+            report.key_count = manifest.key_count;
+            report.valid_docs = manifest.valid_docs;
+            PrebuildOutcome::Published
         }
         PublishOutcome::Superseded { current } => {
             tracing::info!(?current, "a newer snapshot was published meanwhile; this one is dropped (its objects are garbage)");
-            "superseded".into()
+            PrebuildOutcome::Superseded
         }
         PublishOutcome::SegmentChanged { segment_id } => {
             // The partition moved on (compaction, merge): a new build starts from the new set.
@@ -313,97 +217,161 @@ pub async fn prebuild(
                 segment_id,
                 "a covered segment changed while the snapshot was built; not published"
             );
-            "segment_changed".into()
+            PrebuildOutcome::SegmentChanged
         }
     };
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
-/// Downloads the segment's key run, or builds and uploads it. Returns (local path, reused).
-async fn ensure_run(
-    store: &Store,
+async fn read_inputs(
+    catalog: &Catalog,
+    table_name: &str,
+    partition: u32,
+) -> anyhow::Result<Inputs> {
+    let table = catalog.table(table_name).await?;
+    if partition >= table.partitions {
+        return Err(Permanent(format!(
+            "table {table_name} has partitions 0 to {}, not {partition}",
+            table.partitions - 1
+        ))
+        .into());
+    }
+    let previous = catalog.latest_snapshot(table_name, partition).await?;
+    let segments = catalog
+        .segments(table_name, Some(partition), Some(SegmentState::Online))
+        .await?;
+    Ok(Inputs {
+        table,
+        previous,
+        segments,
+    })
+}
+
+/// Merges the runs and resolves winners on a blocking thread, writing SST files to `workdir`.
+async fn resolve_partition(
     table: &TableConfig,
-    segment: &SegmentRow,
+    segments: &[SegmentRow],
+    run_paths: Vec<PathBuf>,
     workdir: &Path,
     options: &PrebuildOptions,
-) -> anyhow::Result<(PathBuf, bool)> {
-    let partition = segment.partition as u32;
-    let run_key = layout::keyrun_key(&table.name, partition, &segment.name);
-    let local_run = workdir.join(format!("{}.run", segment.id));
-    match store.download_to(&run_key, &local_run).await {
-        Ok(_) => {
-            // Verified whole here: the resolution reads it in slices and cannot.
-            let header = {
-                let path = local_run.clone();
-                tokio::task::spawn_blocking(move || RunFile::open(&path, true))
-                    .await??
-                    .header
-            };
-            if header.segment_checksum != segment.checksum {
-                return Err(PermanentError(format!(
-                    "key run {run_key} was built from other content than segment {} (checksum {}); delete the run object and prebuild again",
-                    segment.name, segment.checksum
-                ))
-                .into());
-            }
-            return Ok((local_run, true));
-        }
-        Err(StorageError::NotFound { .. }) => {}
-        Err(err) => return Err(err.into()),
-    }
-    let local_segment = workdir.join(format!("{}.parquet", segment.id));
-    fetch_segment(store, segment, &local_segment).await?;
-    let (table_owned, segment_checksum, run_path, work, limit) = (
-        table.clone(),
-        segment.checksum.clone(),
-        local_run.clone(),
+) -> anyhow::Result<(Resolution, Vec<SstFile>)> {
+    let sources: Vec<Source> = segments
+        .iter()
+        .map(|s| Source {
+            segment_id: s.id as u64,
+            sequence: s.sequence,
+            rows: s.row_count as u64,
+        })
+        .collect();
+    let kind = ComparisonKind::of_table(table);
+    let ttl = TtlSettings::of(table);
+    let (dir, format_version, options) = (
         workdir.to_path_buf(),
-        options.max_run_entries,
+        options.sst_format_version,
+        options.clone(),
     );
-    let segment_path = local_segment.clone();
     tokio::task::spawn_blocking(move || {
-        build_run(
-            &segment_path,
-            &segment_checksum,
-            &table_owned,
-            &run_path,
-            &work,
-            limit,
+        resolve_to_files(
+            &run_paths,
+            &sources,
+            kind,
+            ttl,
+            &dir,
+            format_version,
+            &options,
         )
     })
     .await?
-    .map_err(|err| match err {
-        super::keyrun::RunError::Segment(inner) => {
-            anyhow::Error::new(PermanentError(inner.to_string()))
-        }
-        other => other.into(),
-    })?;
-    let _ = tokio::fs::remove_file(&local_segment).await;
-    match store.put_file_once(&run_key, &local_run).await {
-        // Another prebuild built the same run first; runs are deterministic, ours is as good.
-        Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok((local_run, false)),
-        Err(err) => Err(err.into()),
-    }
 }
 
-/// Downloads a segment to `local` and checks it against the catalog's checksum. A missing or
-/// changed object is a permanent error: running again cannot bring the content back.
-pub(crate) async fn fetch_segment(
+/// Uploads the bitmaps and SST files under `prefix`; returns the manifest listing them (not yet
+/// uploaded).
+#[allow(clippy::too_many_arguments)]
+async fn upload_snapshot(
     store: &Store,
-    segment: &SegmentRow,
-    local: &Path,
-) -> anyhow::Result<()> {
-    match store
-        .download_verified(&segment.object_key, local, &segment.checksum)
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(err @ StorageError::NotFound { .. }) => {
-            Err(PermanentError(format!("segment {}: {err}", segment.name)).into())
-        }
-        Err(err) => Err(anyhow::Error::new(err).context(format!("segment {}", segment.name))),
-    }
+    inputs: &Inputs,
+    prefix: &str,
+    (partition, version): (u32, i64),
+    job_id: Option<i64>,
+    resolution: &Resolution,
+    sst_files: Vec<SstFile>,
+    options: &PrebuildOptions,
+) -> anyhow::Result<Manifest> {
+    let Inputs {
+        table, segments, ..
+    } = inputs;
+    let manifest_segments: Vec<ManifestSegment> = futures::stream::iter(0..segments.len())
+        .map(|index| async move {
+            let segment = &segments[index];
+            let (valid, queryable) = (&resolution.valid[index], &resolution.queryable[index]);
+            anyhow::Ok(ManifestSegment {
+                id: segment.id,
+                name: segment.name.clone(),
+                sequence: segment.sequence,
+                checksum: segment.checksum.clone(),
+                rows: segment.row_count as u64,
+                valid: upload_bitmap(
+                    store,
+                    &format!("{prefix}valid/{}.roaring", segment.id),
+                    valid,
+                )
+                .await?,
+                queryable: upload_bitmap(
+                    store,
+                    &format!("{prefix}queryable/{}.roaring", segment.id),
+                    queryable,
+                )
+                .await?,
+                valid_docs: valid.len(),
+                queryable_docs: queryable.len(),
+            })
+        })
+        .buffered(UPLOADS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let key_files: Vec<KeyFile> = futures::stream::iter(sst_files.into_iter().enumerate())
+        .map(|(index, sst)| async move {
+            let key = format!("{prefix}keys/{index}.sst");
+            store.put_file_once(&key, &sst.path).await?;
+            anyhow::Ok(KeyFile {
+                file: FileEntry {
+                    key,
+                    size: sst.size,
+                    checksum: sst.checksum,
+                },
+                entries: sst.entries,
+            })
+        })
+        .buffered(UPLOADS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let kind = ComparisonKind::of_table(table);
+    Ok(Manifest {
+        format: FORMAT,
+        table: table.name.clone(),
+        partition,
+        version,
+        created_at: chrono::Utc::now(),
+        job_id,
+        primary_key_hash: table.primary_key_hash,
+        comparison_kind: kind,
+        sst_format_version: options.sst_format_version,
+        segments: manifest_segments,
+        key_files,
+        key_count: resolution.metadata_keys,
+        live_keys: resolution.live_keys,
+        forgotten_deleted_keys: resolution.forgotten_keys,
+        valid_docs: resolution.valid.iter().map(|b| b.len()).sum(),
+        queryable_docs: resolution.queryable.iter().map(|b| b.len()).sum(),
+        largest_comparison: resolution
+            .largest_comparison
+            .map(|l| kind.natural_from_sortable(l)),
+        largest_comparison_f64: resolution.largest_comparison.map(|l| kind.to_f64(l)),
+        deleted_keys_ttl: table.ttl.deleted_keys_ttl,
+        metadata_ttl: table.ttl.metadata_ttl,
+        metadata_watermark: resolution.metadata_watermark,
+    })
 }
 
 /// Resolves the runs at `run_paths` (already verified, or written by this process) and writes

@@ -77,6 +77,13 @@ pub enum ManifestError {
     UnknownFormat { key: String, found: u64 },
 }
 
+impl crate::error::Permanence for ManifestError {
+    /// A published manifest never changes: reading it again gives the same answer.
+    fn is_permanent(&self) -> bool {
+        true
+    }
+}
+
 impl Manifest {
     pub fn parse(key: &str, bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let invalid = |message: String| ManifestError::Invalid {

@@ -1,19 +1,23 @@
 //! Snapshots of a partition's upsert state: validDocIds and queryableDocIds bitmaps per covered
 //! segment, key-metadata SST files, and the manifest that lists them (DESIGN.md sections 2, 3, 6).
 //!
-//! [`build::prebuild`] makes and publishes one; [`crate::loader`] is what a server does with it.
+//! [`build::prebuild`] makes and publishes one; [`read`] reads one back, checked (the loader,
+//! compaction, `verify` and `scan` all read through it).
 
 pub mod build;
 pub mod keyrun;
 pub mod manifest;
 pub mod ranges;
+pub mod read;
 pub mod record;
 pub mod resolve;
+mod runs;
 pub mod sst;
 pub mod verify;
 
-pub use build::{prebuild, PrebuildOptions, PrebuildReport};
+pub use build::{prebuild, PrebuildOptions, PrebuildOutcome, PrebuildReport};
 pub use manifest::Manifest;
+pub use read::{SegmentBitmaps, SnapshotError};
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::keyrun::{HashedEntry, KeyRange, RunFile};
 use super::record::{ComparisonKind, KeyRecord};
-use super::resolve::{Candidate, Resolution, Resolver, Source, TtlSettings};
+use super::resolve::{Candidate, KeyGroup, Resolution, Resolver, Source, TtlSettings};
 
 /// How a resolution is split: `ranges` key ranges resolved by up to `threads` threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,8 +140,8 @@ fn resolve_range<S: KeySink>(
             deleted: false,
         }));
     }
-    // The key being gathered, its best row so far and its row count.
-    let mut group: Option<(u128, Candidate, u64)> = None;
+    // The key being gathered and its rows so far.
+    let mut gathering: Option<(u128, KeyGroup)> = None;
     while let Some(mut top) = heap.peek_mut() {
         let Reverse((key, source)) = *top;
         let entry = current[source];
@@ -155,30 +155,21 @@ fn resolve_range<S: KeySink>(
                 PeekMut::pop(top);
             }
         }
-        let candidate = Candidate {
-            source,
-            comparison: entry.comparison,
-            doc_id: entry.doc_id,
-            deleted: entry.deleted,
-        };
-        match &mut group {
-            Some((group_key, best, rows)) if *group_key == key => {
-                *rows += 1;
-                if candidate.beats(best, sources) {
-                    *best = candidate;
-                }
-            }
+        let candidate = Candidate::new(source, entry.comparison, entry.doc_id, entry.deleted);
+        match &mut gathering {
+            Some((group_key, group)) if *group_key == key => group.add(candidate, sources),
             _ => {
-                if let Some((done_key, best, rows)) = group.replace((key, candidate, 1)) {
-                    if let Some(record) = resolver.settle(&best, rows) {
+                if let Some((done_key, group)) = gathering.replace((key, KeyGroup::new(candidate)))
+                {
+                    if let Some(record) = resolver.settle(&group) {
                         sink.put(&done_key.to_be_bytes(), record)?;
                     }
                 }
             }
         }
     }
-    if let Some((done_key, best, rows)) = group {
-        if let Some(record) = resolver.settle(&best, rows) {
+    if let Some((done_key, group)) = gathering {
+        if let Some(record) = resolver.settle(&group) {
             sink.put(&done_key.to_be_bytes(), record)?;
         }
     }

@@ -69,6 +69,15 @@ pub(crate) struct Candidate {
 }
 
 impl Candidate {
+    pub fn new(source: usize, comparison: u64, doc_id: u32, deleted: bool) -> Candidate {
+        Candidate {
+            source,
+            comparison,
+            doc_id,
+            deleted,
+        }
+    }
+
     /// Whether `self` wins over `other`: larger (comparison, segment sequence, docId).
     pub fn beats(&self, other: &Candidate, sources: &[Source]) -> bool {
         (self.comparison, sources[self.source].sequence, self.doc_id)
@@ -77,6 +86,31 @@ impl Candidate {
                 sources[other.source].sequence,
                 other.doc_id,
             )
+    }
+}
+
+/// The rows of one key gathered so far, in merge order: its best row and how many rows it has.
+/// Both merges (sequential here, per key range in `ranges`) gather keys with it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyGroup {
+    pub best: Candidate,
+    pub rows: u64,
+}
+
+impl KeyGroup {
+    pub fn new(first: Candidate) -> KeyGroup {
+        KeyGroup {
+            best: first,
+            rows: 1,
+        }
+    }
+
+    /// Another row of the same key.
+    pub fn add(&mut self, candidate: Candidate, sources: &[Source]) {
+        self.rows += 1;
+        if candidate.beats(&self.best, sources) {
+            self.best = candidate;
+        }
     }
 }
 
@@ -118,9 +152,10 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Settles a key whose winner is `best` among `rows_of_key` rows; returns the record to
-    /// write to key metadata, if the key stays there.
-    pub fn settle(&mut self, best: &Candidate, rows_of_key: u64) -> Option<KeyRecord> {
+    /// Settles a key once all its rows are gathered; returns the record to write to key
+    /// metadata, if the key stays there.
+    pub fn settle(&mut self, group: &KeyGroup) -> Option<KeyRecord> {
+        let (best, rows_of_key) = (&group.best, group.rows);
         let value = self.kind.to_f64(best.comparison);
         let expired = |cutoff: Option<f64>| cutoff.is_some_and(|cutoff| value < cutoff);
         if best.deleted && rows_of_key == 1 && expired(self.deleted_cutoff) {
@@ -184,27 +219,14 @@ pub fn resolve(
     let mut resolver = Resolver::new(sources, kind, ttl, largest);
     let mut merged = MergedRuns::new(runs)?;
     while let Some((source, first)) = merged.next_entry()? {
-        let mut best = Candidate {
-            source,
-            comparison: first.comparison,
-            doc_id: first.doc_id,
-            deleted: first.deleted,
-        };
-        let mut rows_of_key: u64 = 1;
+        let (comparison, doc_id, deleted) = (first.comparison, first.doc_id, first.deleted);
+        let mut group = KeyGroup::new(Candidate::new(source, comparison, doc_id, deleted));
         while merged.peek().is_some_and(|next| next.same_key(&first)) {
-            let (source, entry) = merged.next_entry()?.expect("peeked");
-            rows_of_key += 1;
-            let candidate = Candidate {
-                source,
-                comparison: entry.comparison,
-                doc_id: entry.doc_id,
-                deleted: entry.deleted,
-            };
-            if candidate.beats(&best, sources) {
-                best = candidate;
-            }
+            let (source, next) = merged.next_entry()?.expect("peeked");
+            let candidate = Candidate::new(source, next.comparison, next.doc_id, next.deleted);
+            group.add(candidate, sources);
         }
-        if let Some(record) = resolver.settle(&best, rows_of_key) {
+        if let Some(record) = resolver.settle(&group) {
             first.with_key(|key| emit(key, record))?;
         }
     }

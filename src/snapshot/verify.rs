@@ -2,19 +2,20 @@
 //! newest snapshot, bitmap by bitmap and key by key. Key runs are rebuilt from the segments, not
 //! taken from the store, so a damaged run cannot hide a difference.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::build::{resolve_to_files, PrebuildOptions};
 use super::keyrun::build_run;
 use super::manifest::Manifest;
+use super::read::{fetch_key_files, load_bitmap, load_manifest, SnapshotError};
 use super::record::ComparisonKind;
-use super::resolve::{Source, TtlSettings};
-use super::sst::sst_options;
-use crate::catalog::Catalog;
-use crate::loader::parse_bitmap;
-use crate::storage::{sha256_hex, StorageError, Store};
+use super::resolve::{Resolution, Source, TtlSettings};
+use super::sst::{sst_options, SstFile};
+use crate::catalog::{Catalog, SegmentRow, SegmentState};
+use crate::storage::{Expected, StorageError, Store};
+use crate::table::TableConfig;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
@@ -36,45 +37,99 @@ pub async fn verify_partition(
 ) -> anyhow::Result<Verdict> {
     let table = catalog.table(table_name).await?;
     let all_segments = catalog.segments(table_name, Some(partition), None).await?;
-    let online = all_segments
-        .iter()
-        .filter(|s| s.state.0 == crate::catalog::SegmentState::Online)
-        .count();
+    let online = |s: &&SegmentRow| s.state == SegmentState::Online;
     let mut verdict = Verdict {
         partition,
         snapshot_version: None,
         segments: 0,
         keys_checked: 0,
-        uncovered_segments: online,
+        uncovered_segments: all_segments.iter().filter(online).count(),
         differences: Vec::new(),
     };
     let Some(snapshot) = catalog.latest_snapshot(table_name, partition).await? else {
         return Ok(verdict);
     };
     verdict.snapshot_version = Some(snapshot.version);
-    let manifest_bytes = store.get(&snapshot.manifest_key).await?;
-    if sha256_hex(&manifest_bytes) != snapshot.manifest_checksum {
-        verdict.differences.push(format!(
-            "manifest {} does not match its catalog checksum",
-            snapshot.manifest_key
-        ));
-        return Ok(verdict);
-    }
-    let manifest = Manifest::parse(&snapshot.manifest_key, &manifest_bytes)?;
+    let manifest = match load_manifest(store, &snapshot).await {
+        Ok(manifest) => manifest,
+        Err(err) if is_damage(&err) => {
+            verdict.differences.push(format!(
+                "manifest {} does not match its catalog checksum",
+                snapshot.manifest_key
+            ));
+            return Ok(verdict);
+        }
+        Err(err) => return Err(err.into()),
+    };
     verdict.segments = manifest.segments.len();
     verdict.uncovered_segments = all_segments
         .iter()
-        .filter(|s| {
-            s.state.0 == crate::catalog::SegmentState::Online
-                && !manifest.segments.iter().any(|m| m.id == s.id)
-        })
+        .filter(online)
+        .filter(|s| !manifest.segments.iter().any(|m| m.id == s.id))
         .count();
 
     let workdir = tempfile::Builder::new()
         .prefix("minion-verify-")
         .tempdir_in(&options.staging_dir)?;
+    let work = workdir.path();
+    let run_paths = rebuild_runs(
+        store,
+        &table,
+        &manifest,
+        &all_segments,
+        work,
+        options,
+        &mut verdict,
+    )
+    .await?;
+    if !verdict.differences.is_empty() {
+        return Ok(verdict);
+    }
+    let (resolution, recomputed) = recompute(&table, &manifest, run_paths, work, options).await?;
+    compare_bitmaps(store, &manifest, &resolution, &mut verdict).await?;
+
+    // Key metadata: both sides ingested into scratch RocksDBs and walked in key order.
+    let stored = match fetch_key_files(store, &manifest, work, "snapshot-").await {
+        Ok(files) => files,
+        Err(err) if is_damage(&err) => {
+            verdict.differences.push(format!(
+                "a key-metadata file does not match its checksum: {err}"
+            ));
+            return Ok(verdict);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let recomputed: Vec<_> = recomputed.into_iter().map(|sst| sst.path).collect();
+    let (work, version) = (work.to_path_buf(), manifest.sst_format_version);
+    let (keys_checked, key_differences) =
+        tokio::task::spawn_blocking(move || compare_key_files(&work, version, stored, recomputed))
+            .await??;
+    verdict.keys_checked = keys_checked;
+    verdict.differences.extend(key_differences);
+    Ok(verdict)
+}
+
+/// An object that is not what the catalog or manifest recorded (a difference to report, where
+/// other errors end the verification).
+fn is_damage(err: &SnapshotError) -> bool {
+    matches!(
+        err,
+        SnapshotError::Storage(StorageError::ChecksumMismatch { .. })
+    )
+}
+
+/// Rebuilds every covered segment's key run from the segment itself, in manifest order. A
+/// segment that is gone or differs from what the snapshot was built from is a difference.
+async fn rebuild_runs(
+    store: &Store,
+    table: &TableConfig,
+    manifest: &Manifest,
+    all_segments: &[SegmentRow],
+    work: &Path,
+    options: &PrebuildOptions,
+    verdict: &mut Verdict,
+) -> anyhow::Result<Vec<PathBuf>> {
     let mut run_paths = Vec::new();
-    let mut sources = Vec::new();
     for covered in &manifest.segments {
         let Some(row) = all_segments.iter().find(|s| s.id == covered.id) else {
             verdict.differences.push(format!(
@@ -83,9 +138,13 @@ pub async fn verify_partition(
             ));
             continue;
         };
-        let local = workdir.path().join(format!("{}.parquet", covered.id));
+        let local = work.join(format!("{}.parquet", covered.id));
         match store
-            .download_verified(&row.object_key, &local, &covered.checksum)
+            .download_verified(
+                &row.object_key,
+                &local,
+                Expected::checksum(&covered.checksum),
+            )
             .await
         {
             Ok(()) => {}
@@ -98,51 +157,58 @@ pub async fn verify_partition(
             }
             Err(err) => return Err(err.into()),
         }
-        let run = workdir.path().join(format!("{}.run", covered.id));
-        let (table_owned, run_owned, work, limit, checksum_owned) = (
+        let run = work.join(format!("{}.run", covered.id));
+        let (table, run_owned, work, limit, checksum) = (
             table.clone(),
             run.clone(),
-            workdir.path().to_path_buf(),
+            work.to_path_buf(),
             options.max_run_entries,
             covered.checksum.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            build_run(
-                &local,
-                &checksum_owned,
-                &table_owned,
-                &run_owned,
-                &work,
-                limit,
-            )
+            build_run(&local, &checksum, &table, &run_owned, &work, limit)
         })
         .await??;
         run_paths.push(run);
-        sources.push(Source {
+    }
+    Ok(run_paths)
+}
+
+/// Resolves the rebuilt runs as a prebuild would, into `work/recomputed`.
+async fn recompute(
+    table: &TableConfig,
+    manifest: &Manifest,
+    run_paths: Vec<PathBuf>,
+    work: &Path,
+    options: &PrebuildOptions,
+) -> anyhow::Result<(Resolution, Vec<SstFile>)> {
+    let sources: Vec<Source> = manifest
+        .segments
+        .iter()
+        .map(|covered| Source {
             segment_id: covered.id as u64,
             sequence: covered.sequence,
             rows: covered.rows,
-        });
-    }
-    if !verdict.differences.is_empty() {
-        return Ok(verdict);
-    }
-    let kind = ComparisonKind::of_table(&table);
-    let ttl = TtlSettings::of(&table);
-    let recomputed_dir = workdir.path().join("recomputed");
-    std::fs::create_dir_all(&recomputed_dir)?;
-    let (resolution, recomputed_files) = {
-        let (dir, version, options) = (
-            recomputed_dir.clone(),
-            manifest.sst_format_version,
-            options.clone(),
-        );
-        let sources = sources.clone();
-        tokio::task::spawn_blocking(move || {
-            resolve_to_files(&run_paths, &sources, kind, ttl, &dir, version, &options)
         })
-        .await??
-    };
+        .collect();
+    let kind = ComparisonKind::of_table(table);
+    let ttl = TtlSettings::of(table);
+    let dir = work.join("recomputed");
+    std::fs::create_dir_all(&dir)?;
+    let (version, options) = (manifest.sst_format_version, options.clone());
+    tokio::task::spawn_blocking(move || {
+        resolve_to_files(&run_paths, &sources, kind, ttl, &dir, version, &options)
+    })
+    .await?
+}
+
+/// Compares every stored bitmap with the recomputed one.
+async fn compare_bitmaps(
+    store: &Store,
+    manifest: &Manifest,
+    resolution: &Resolution,
+    verdict: &mut Verdict,
+) -> anyhow::Result<()> {
     for (index, covered) in manifest.segments.iter().enumerate() {
         for (name, file, recomputed) in [
             ("validDocIds", &covered.valid, &resolution.valid[index]),
@@ -152,15 +218,17 @@ pub async fn verify_partition(
                 &resolution.queryable[index],
             ),
         ] {
-            let bytes = store.get(&file.key).await?;
-            if sha256_hex(&bytes) != file.checksum {
-                verdict.differences.push(format!(
-                    "{name} of segment {}: object {} does not match its checksum",
-                    covered.name, file.key
-                ));
-                continue;
-            }
-            let stored = parse_bitmap(&file.key, &bytes, covered.rows)?;
+            let stored = match load_bitmap(store, file, covered.rows).await {
+                Ok(stored) => stored,
+                Err(err) if is_damage(&err) => {
+                    verdict.differences.push(format!(
+                        "{name} of segment {}: object {} does not match its checksum",
+                        covered.name, file.key
+                    ));
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
             if &stored != recomputed {
                 let differing = (&stored ^ recomputed).len();
                 verdict.differences.push(format!(
@@ -172,39 +240,7 @@ pub async fn verify_partition(
             }
         }
     }
-
-    // Key metadata: both sides ingested into scratch RocksDBs and walked in key order.
-    let mut snapshot_files = Vec::new();
-    for (index, file) in manifest.key_files.iter().enumerate() {
-        let local = workdir.path().join(format!("snapshot-{index}.sst"));
-        match store
-            .download_verified(&file.file.key, &local, &file.file.checksum)
-            .await
-        {
-            Ok(()) => {}
-            Err(StorageError::ChecksumMismatch { .. }) => {
-                verdict.differences.push(format!(
-                    "key-metadata file {} does not match its checksum",
-                    file.file.key
-                ));
-                return Ok(verdict);
-            }
-            Err(err) => return Err(err.into()),
-        }
-        snapshot_files.push(local);
-    }
-    let recomputed_paths: Vec<_> = recomputed_files.into_iter().map(|sst| sst.path).collect();
-    let (keys_checked, key_differences) = {
-        let work = workdir.path().to_path_buf();
-        let version = manifest.sst_format_version;
-        tokio::task::spawn_blocking(move || {
-            compare_key_files(&work, version, snapshot_files, recomputed_paths)
-        })
-        .await??
-    };
-    verdict.keys_checked = keys_checked;
-    verdict.differences.extend(key_differences);
-    Ok(verdict)
+    Ok(())
 }
 
 /// One RocksDB entry as the iterator yields it.

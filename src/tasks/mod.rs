@@ -1,137 +1,97 @@
-//! Task kinds the worker runs, dispatched through one [`Registry`]. Each kind validates its
-//! arguments at submit time, so a bad job never enters the queue, and says whether its failures
-//! are worth retrying.
+//! Task kinds the worker runs, dispatched through one [`Registry`].
+//!
+//! Each kind is a [`TypedTask`]: its arguments are a struct of `crate::job::args`, parsed and
+//! validated once by the [`Adapter`] that the registry holds, so a task never sees JSON. The
+//! same parse runs at submit time ([`Registry::prepare`]), so a bad job never enters the queue.
 
-pub mod compact;
+mod compact;
 mod diagnostic;
-pub mod gc;
-pub mod merge;
-pub mod plan;
-pub mod prebuild;
+mod gc;
+mod merge;
+mod plan;
+mod prebuild;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::Serialize;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-use crate::catalog::Catalog;
-use crate::queue::Queue;
-use crate::snapshot::PrebuildOptions;
-use crate::storage::Store;
+use crate::job::JobArgs;
+pub use crate::job::{classify, JobContext, JobError, Services};
+use crate::queue::NewJob;
 
-/// How a job failed.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// Worth another attempt (network, contention, a crashed dependency).
-    #[error("{0:#}")]
-    Retryable(anyhow::Error),
-    /// Retrying cannot help (bad arguments, corrupt input): the job is discarded at once.
-    #[error("{0:#}")]
-    Permanent(anyhow::Error),
+/// A task of one kind: typed arguments in, a serializable report out.
+#[async_trait]
+pub trait TypedTask: Send + Sync + 'static {
+    type Args: JobArgs;
+    type Output: Serialize + Send;
+
+    async fn run(&self, context: &JobContext, args: Self::Args) -> Result<Self::Output, JobError>;
 }
 
-impl JobError {
-    pub fn permanent(message: impl std::fmt::Display) -> JobError {
-        JobError::Permanent(anyhow::anyhow!("{message}"))
-    }
-
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, JobError::Permanent(_))
-    }
-}
-
-impl From<anyhow::Error> for JobError {
-    fn from(err: anyhow::Error) -> Self {
-        JobError::Retryable(err)
-    }
-}
-
-/// What a running job can reach.
-pub struct Services {
-    pub catalog: Catalog,
-    pub queue: Queue,
-    pub store: Store,
-    pub prebuild: PrebuildOptions,
-}
-
-/// Sorts an error into retryable or permanent: corrupt or missing input, a schema mismatch, a
-/// missing table or an unreadable manifest cannot be fixed by running again.
-pub fn classify(err: anyhow::Error) -> JobError {
-    use crate::catalog::CatalogError;
-    use crate::snapshot::keyrun::RunError;
-    use crate::storage::StorageError;
-    let permanent = err.chain().any(|cause| {
-        cause.is::<crate::snapshot::build::PermanentError>()
-            || cause.is::<crate::segment::SegmentError>()
-            || cause.is::<crate::snapshot::manifest::ManifestError>()
-            || matches!(
-                cause.downcast_ref::<crate::loader::LoaderError>(),
-                Some(
-                    crate::loader::LoaderError::BadBitmap { .. }
-                        | crate::loader::LoaderError::ChecksumMismatch { .. }
-                )
-            )
-            || matches!(
-                cause.downcast_ref::<RunError>(),
-                Some(RunError::Corrupt { .. })
-            )
-            || matches!(
-                cause.downcast_ref::<CatalogError>(),
-                Some(CatalogError::TableNotFound(_))
-            )
-            || matches!(
-                cause.downcast_ref::<StorageError>(),
-                Some(
-                    StorageError::NotFound { .. }
-                        | StorageError::ChecksumMismatch { .. }
-                        | StorageError::AlreadyExists { .. }
-                        | StorageError::BadUrl { .. }
-                )
-            )
-    });
-    if permanent {
-        JobError::Permanent(err)
-    } else {
-        JobError::Retryable(err)
-    }
-}
-
-/// One execution of one job.
-#[derive(Clone)]
-pub struct JobContext {
-    /// The job id, 0 when run outside the queue (`minion run`).
-    pub job_id: i64,
-    pub attempt: i32,
-    /// Cancelled when the job is cancelled, its lease is lost, or the worker shuts down.
-    pub cancel: CancellationToken,
-    pub services: Arc<Services>,
-}
-
+/// What the registry holds: any kind, its arguments as the queue stores them (JSON).
 #[async_trait]
 pub trait Task: Send + Sync {
     fn kind(&self) -> &'static str;
 
-    /// Checks the arguments; the message says what is wrong and how to fix it.
-    fn validate(&self, args: &Value) -> Result<(), String>;
+    /// One line: what a job of this kind does.
+    fn about(&self) -> &'static str;
 
-    /// The unique key a submission of these arguments gets unless one is given.
-    fn unique_key(&self, _args: &Value) -> Option<String> {
-        None
+    /// Parses and validates `args` into a queue row with the kind's default unique key; the
+    /// message says what is wrong and how to fix it.
+    fn prepare(&self, args: Value) -> Result<NewJob, String>;
+
+    /// Parses the arguments once and runs the job; returns its report as the job's output.
+    async fn run(&self, context: &JobContext, args: Value) -> Result<Value, JobError>;
+}
+
+/// Puts a [`TypedTask`] behind the [`Task`] face.
+pub struct Adapter<T>(pub T);
+
+#[async_trait]
+impl<T: TypedTask> Task for Adapter<T> {
+    fn kind(&self) -> &'static str {
+        T::Args::KIND
     }
 
-    /// Runs the job. Returns a JSON summary stored as the job's output.
-    async fn run(&self, context: &JobContext, args: Value) -> Result<Value, JobError>;
+    fn about(&self) -> &'static str {
+        T::Args::ABOUT
+    }
+
+    fn prepare(&self, args: Value) -> Result<NewJob, String> {
+        let typed = T::Args::from_json(&args)?;
+        let mut job = NewJob::new(T::Args::KIND, args);
+        job.unique_key = typed.unique_key();
+        Ok(job)
+    }
+
+    async fn run(&self, context: &JobContext, args: Value) -> Result<Value, JobError> {
+        let args = T::Args::from_json(&args).map_err(|message| {
+            JobError::permanent(format!(
+                "invalid arguments for `{}`: {message}",
+                T::Args::KIND
+            ))
+        })?;
+        let output = self.0.run(context, args).await?;
+        Ok(serde_json::to_value(output).expect("reports serialize"))
+    }
 }
 
 /// Errors from looking up or validating a job.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("unknown job kind `{kind}`; known kinds: {known}")]
+    #[error("unknown job kind `{kind}`; known kinds: {known} (see `minion job kinds`)")]
     UnknownKind { kind: String, known: String },
     #[error("invalid arguments for `{kind}`: {message}")]
     InvalidArgs { kind: String, message: String },
+}
+
+impl crate::error::Permanence for RegistryError {
+    fn is_permanent(&self) -> bool {
+        true
+    }
 }
 
 /// Every task kind by name.
@@ -145,24 +105,29 @@ impl Registry {
         let mut registry = Registry {
             tasks: BTreeMap::new(),
         };
-        for task in diagnostic::tasks() {
-            registry.register(task);
-        }
-        registry.register(prebuild::task());
-        registry.register(compact::task());
-        registry.register(merge::task());
-        registry.register(gc::task());
-        registry.register(plan::task());
+        registry.register(Adapter(prebuild::Prebuild));
+        registry.register(Adapter(compact::Compact));
+        registry.register(Adapter(merge::Merge));
+        registry.register(Adapter(plan::Plan));
+        registry.register(Adapter(gc::Gc));
+        registry.register(Adapter(diagnostic::Noop));
+        registry.register(Adapter(diagnostic::Sleep));
+        registry.register(Adapter(diagnostic::Fail));
         registry
     }
 
-    pub fn register(&mut self, task: Arc<dyn Task>) {
-        let previous = self.tasks.insert(task.kind(), task);
+    pub fn register(&mut self, task: impl Task + 'static) {
+        let previous = self.tasks.insert(task.kind(), Arc::new(task));
         debug_assert!(previous.is_none(), "task kinds are unique");
     }
 
     pub fn kinds(&self) -> Vec<&'static str> {
         self.tasks.keys().copied().collect()
+    }
+
+    /// Every task, by kind name.
+    pub fn tasks(&self) -> impl Iterator<Item = &Arc<dyn Task>> {
+        self.tasks.values()
     }
 
     pub fn get(&self, kind: &str) -> Result<&Arc<dyn Task>, RegistryError> {
@@ -174,19 +139,13 @@ impl Registry {
             })
     }
 
-    /// Looks up `kind` and validates `args` for it.
-    pub fn check(&self, kind: &str, args: &Value) -> Result<&Arc<dyn Task>, RegistryError> {
-        let task = self.get(kind)?;
-        task.validate(args)
+    /// Looks up `kind` and parses `args` for it into a queue row.
+    pub fn prepare(&self, kind: &str, args: Value) -> Result<NewJob, RegistryError> {
+        self.get(kind)?
+            .prepare(args)
             .map_err(|message| RegistryError::InvalidArgs {
                 kind: kind.to_string(),
                 message,
-            })?;
-        Ok(task)
+            })
     }
-}
-
-/// Parses typed arguments, turning serde's message into the validation error.
-pub fn parse_args<T: serde::de::DeserializeOwned>(args: &Value) -> Result<T, String> {
-    serde_json::from_value(args.clone()).map_err(|err| err.to_string())
 }

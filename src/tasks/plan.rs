@@ -1,80 +1,57 @@
-//! The `plan` job: decides a table's prebuild, merge and compact tasks from its compaction
+//! The `plan` job: decides a table's prebuild, merge and compact jobs from its compaction
 //! settings (`crate::compaction::plan`) and enqueues them, each under its unique key, so running
 //! it often never piles up duplicates. What a scheduler entry runs.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::Serialize;
 
-use super::{classify, parse_args, JobContext, JobError, Registry, Task};
-use crate::queue::{NewJob, Submitted};
+use super::{JobContext, JobError, TypedTask};
+use crate::compaction::CompactionPlan;
+use crate::job::args::PlanArgs;
+use crate::queue::Submitted;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanArgs {
-    table: String,
-    /// Enqueue the planned jobs (default); false only reports them.
-    #[serde(default = "default_submit")]
-    submit: bool,
+pub struct Plan;
+
+/// One planned job as submitted.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubmittedJob {
+    pub kind: String,
+    pub job_id: i64,
+    /// False when a job with the same unique key was already waiting.
+    pub new: bool,
 }
 
-fn default_submit() -> bool {
-    true
-}
-
-struct Plan;
-
-pub fn task() -> Arc<dyn Task> {
-    Arc::new(Plan)
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub plan: CompactionPlan,
+    pub submitted: Vec<SubmittedJob>,
 }
 
 #[async_trait]
-impl Task for Plan {
-    fn kind(&self) -> &'static str {
-        "plan"
-    }
+impl TypedTask for Plan {
+    type Args = PlanArgs;
+    type Output = PlanReport;
 
-    fn validate(&self, args: &Value) -> Result<(), String> {
-        let args: PlanArgs = parse_args(args)?;
-        crate::table::validate_identifier(&args.table).map_err(|why| format!("`table`: {why}"))
-    }
-
-    fn unique_key(&self, args: &Value) -> Option<String> {
-        let args: PlanArgs = parse_args(args).ok()?;
-        Some(format!("plan:{}", args.table))
-    }
-
-    async fn run(&self, context: &JobContext, args: Value) -> Result<Value, JobError> {
-        let args: PlanArgs = parse_args(&args).map_err(JobError::permanent)?;
-        let plan = crate::compaction::plan(&context.services, &args.table)
-            .await
-            .map_err(classify)?;
+    async fn run(&self, context: &JobContext, args: PlanArgs) -> Result<PlanReport, JobError> {
+        let plan = crate::compaction::plan(&context.services, &args.table).await?;
         let mut submitted = Vec::new();
         if args.submit {
-            let registry = Registry::standard();
-            for (kind, job_args) in plan.jobs() {
-                let task = registry
-                    .check(kind, &job_args)
-                    .map_err(|err| JobError::Permanent(err.into()))?;
-                let mut job = NewJob::new(kind, job_args);
-                job.unique_key = task.unique_key(&job.args);
+            for job in plan.jobs() {
                 let outcome = context
                     .services
                     .queue
                     .submit(&job)
                     .await
-                    .map_err(|err| classify(err.into()))?;
-                submitted.push(json!({
-                    "kind": kind,
-                    "job_id": outcome.id(),
-                    "new": matches!(outcome, Submitted::New(_)),
-                }));
+                    .map_err(anyhow::Error::from)?;
+                submitted.push(SubmittedJob {
+                    kind: job.kind,
+                    job_id: outcome.id(),
+                    new: matches!(outcome, Submitted::New(_)),
+                });
             }
         }
         tracing::info!(table = %args.table, prebuild = plan.prebuild.len(), merge = plan.merge.len(),
             compact = plan.compact.len(), "compaction plan made");
-        Ok(json!({"plan": plan, "submitted": submitted}))
+        Ok(PlanReport { plan, submitted })
     }
 }

@@ -1,55 +1,27 @@
 //! The `prebuild` job: (table, partition) -> a new published snapshot. Unique per partition.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use serde::Deserialize;
-use serde_json::Value;
 
-use super::{classify, parse_args, JobContext, JobError, Task};
-use crate::snapshot::prebuild;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrebuildArgs {
-    pub table: String,
-    pub partition: u32,
-}
+use super::{JobContext, JobError, TypedTask};
+use crate::job::args::PrebuildArgs;
+use crate::snapshot::{prebuild, PrebuildOutcome, PrebuildReport};
 
 pub struct Prebuild;
-
-pub fn task() -> Arc<dyn Task> {
-    Arc::new(Prebuild)
-}
 
 /// Builds one job tries while covered segments keep changing under it.
 const MAX_BUILDS: u32 = 5;
 
-/// The unique key that keeps one prebuild per partition in the queue.
-pub fn unique_key(table: &str, partition: u32) -> String {
-    format!("prebuild:{table}:{partition}")
-}
-
 #[async_trait]
-impl Task for Prebuild {
-    fn kind(&self) -> &'static str {
-        "prebuild"
-    }
+impl TypedTask for Prebuild {
+    type Args = PrebuildArgs;
+    type Output = PrebuildReport;
 
-    fn validate(&self, args: &Value) -> Result<(), String> {
-        let args: PrebuildArgs = parse_args(args)?;
-        crate::table::validate_identifier(&args.table).map_err(|why| format!("`table`: {why}"))
-    }
-
-    fn unique_key(&self, args: &Value) -> Option<String> {
-        let args: PrebuildArgs = parse_args(args).ok()?;
-        Some(unique_key(&args.table, args.partition))
-    }
-
-    async fn run(&self, context: &JobContext, args: Value) -> Result<Value, JobError> {
-        let args: PrebuildArgs = parse_args(&args).map_err(JobError::permanent)?;
+    async fn run(
+        &self,
+        context: &JobContext,
+        args: PrebuildArgs,
+    ) -> Result<PrebuildReport, JobError> {
         let services = &context.services;
-        let job_id = (context.job_id > 0).then_some(context.job_id);
         // A compaction or merge that lands while we build makes the build moot; building again
         // at once is cheap (runs of unchanged segments are reused) and burns no attempt.
         let mut builds = 0;
@@ -60,12 +32,11 @@ impl Task for Prebuild {
                 &services.store,
                 &args.table,
                 args.partition,
-                job_id,
+                context.queued_job_id(),
                 &services.prebuild,
             )
-            .await
-            .map_err(classify)?;
-            if report.outcome != "segment_changed" {
+            .await?;
+            if report.outcome != PrebuildOutcome::SegmentChanged {
                 break report;
             }
             if builds >= MAX_BUILDS {
@@ -77,9 +48,9 @@ impl Task for Prebuild {
             }
         };
         tracing::info!(
-            table = %report.table, partition = report.partition, outcome = %report.outcome,
-            version = ?report.version, keys = report.key_count, seconds = report.seconds, "prebuild finished"
+            table = %report.table, partition = report.partition, outcome = ?report.outcome,
+            version = report.version, keys = report.key_count, seconds = report.seconds, "prebuild finished"
         );
-        Ok(serde_json::to_value(report).expect("report serializes"))
+        Ok(report)
     }
 }

@@ -138,7 +138,11 @@ pub(super) async fn rescuer(shared: Arc<Shared>, stop: CancellationToken) {
             .await
         {
             Ok(rescued) if !rescued.is_empty() => {
-                tracing::warn!(jobs = ?rescued, "rescued jobs whose lease expired");
+                let jobs: Vec<String> = rescued
+                    .iter()
+                    .map(|(id, state)| format!("{id} ({state})"))
+                    .collect();
+                tracing::warn!(jobs = %jobs.join(", "), "rescued jobs whose lease expired");
                 shared.wake.notify_one();
             }
             Ok(_) => {}

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{RunningJob, Shared, StopReason};
+use crate::job::{JobContext, JobError};
 use crate::queue::{backoff, ClaimedJob};
-use crate::tasks::{JobContext, JobError};
 
 /// A successful result waiting for the batched completer.
 pub(super) struct Completion {
@@ -58,7 +58,8 @@ pub(super) async fn execute(
 }
 
 async fn run_task(shared: &Shared, job: &ClaimedJob, running: &RunningJob) -> Outcome {
-    let task = match shared.registry.check(&job.kind, &job.args) {
+    // Arguments are parsed once, by the task itself: invalid ones fail it permanently.
+    let task = match shared.registry.get(&job.kind) {
         Ok(task) => task.clone(),
         Err(err) => return Outcome::Failed(JobError::permanent(err)),
     };

@@ -15,8 +15,9 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::job::Services;
 use crate::queue::Queue;
-use crate::tasks::{Registry, Services};
+use crate::tasks::Registry;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -147,7 +148,7 @@ impl Worker {
     pub async fn run(&self, shutdown: CancellationToken) {
         let shared = &self.shared;
         let options = &shared.options;
-        tracing::info!(worker = %options.id, concurrency = options.concurrency, queues = ?options.queues, "worker started");
+        tracing::info!(worker = %options.id, concurrency = options.concurrency, queues = %options.queues.join(","), "worker started");
         let stop_background = CancellationToken::new();
         let (completions, completions_rx) = mpsc::unbounded_channel();
         let mut background = JoinSet::new();
@@ -164,8 +165,30 @@ impl Worker {
         }
         let completer = tokio::spawn(background::completer(shared.clone(), completions_rx));
 
-        let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
         let mut jobs = JoinSet::new();
+        self.claim_until(&shutdown, &completions, &mut jobs).await;
+        tracing::info!(worker = %options.id, running = jobs.len(), "shutting down: no new claims");
+        self.drain(jobs).await;
+
+        // Completions still queued are written before the background tasks stop.
+        drop(completions);
+        let _ = completer.await;
+        stop_background.cancel();
+        while background.join_next().await.is_some() {}
+        tracing::info!(worker = %options.id, "worker stopped");
+    }
+
+    /// The claim loop: claims as many jobs as there are free slots, starts each, and waits for a
+    /// notification, a free slot or the poll interval; until `shutdown`.
+    async fn claim_until(
+        &self,
+        shutdown: &CancellationToken,
+        completions: &mpsc::UnboundedSender<executor::Completion>,
+        jobs: &mut JoinSet<()>,
+    ) {
+        let shared = &self.shared;
+        let options = &shared.options;
+        let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
         let mut claim_failures = 0u32;
         while !shutdown.is_cancelled() {
             let free = slots.available_permits();
@@ -199,9 +222,9 @@ impl Worker {
                     Err(err) => {
                         claim_failures += 1;
                         let delay = Duration::from_millis(200 * u64::from(claim_failures.min(25)));
-                        tracing::warn!(error = %err, retry_in = ?delay, "cannot claim jobs; is Postgres up?");
+                        tracing::warn!(error = %err, retry_in = %humantime::format_duration(delay), "cannot claim jobs; is Postgres up?");
                         tokio::select! {
-                            _ = shutdown.cancelled() => break,
+                            _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep(delay) => continue,
                         }
                     }
@@ -213,39 +236,39 @@ impl Worker {
                 continue;
             }
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return,
                 _ = shared.wake.notified() => {}
                 _ = shared.slot_freed.notified() => {}
                 _ = tokio::time::sleep(options.poll_interval) => {}
             }
         }
+    }
 
-        tracing::info!(worker = %options.id, running = jobs.len(), "shutting down: no new claims");
-        let drained = tokio::time::timeout(options.shutdown_timeout, async {
+    /// Lets running jobs finish within the shutdown timeout, then releases the rest (their
+    /// attempts are given back) and waits for them to stop.
+    async fn drain(&self, mut jobs: JoinSet<()>) {
+        let shared = &self.shared;
+        let drained = tokio::time::timeout(shared.options.shutdown_timeout, async {
             while jobs.join_next().await.is_some() {}
         })
         .await;
-        if drained.is_err() {
-            let running: Vec<Arc<RunningJob>> = shared
-                .running
-                .lock()
-                .expect("running lock")
-                .values()
-                .cloned()
-                .collect();
-            tracing::warn!(
-                count = running.len(),
-                "shutdown timeout reached: releasing running jobs"
-            );
-            for job in running {
-                job.stop(StopReason::Shutdown);
-            }
-            while jobs.join_next().await.is_some() {}
+        if drained.is_ok() {
+            return;
         }
-        drop(completions);
-        let _ = completer.await;
-        stop_background.cancel();
-        while background.join_next().await.is_some() {}
-        tracing::info!(worker = %options.id, "worker stopped");
+        let running: Vec<Arc<RunningJob>> = shared
+            .running
+            .lock()
+            .expect("running lock")
+            .values()
+            .cloned()
+            .collect();
+        tracing::warn!(
+            count = running.len(),
+            "shutdown timeout reached: releasing running jobs"
+        );
+        for job in running {
+            job.stop(StopReason::Shutdown);
+        }
+        while jobs.join_next().await.is_some() {}
     }
 }

@@ -322,3 +322,27 @@ fn scan_refuses_a_segment_whose_object_was_altered() {
         output.to_str().unwrap(),
     ]);
 }
+
+/// A segment state written by a newer minion is a clear error, not a panic.
+#[test]
+fn a_segment_in_a_state_this_minion_does_not_know_is_a_clear_error() {
+    let env = TestEnv::orders(1000, 500, 3, 1000);
+    env.with_catalog(async |catalog| {
+        let pool = catalog.pool();
+        sqlx::query("ALTER TABLE segments DROP CONSTRAINT segments_state_check")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE segments SET state = 'archived' WHERE id = (SELECT min(id) FROM segments)",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+    let err = env.fails(&["segment", "ls", "--table", "orders"]);
+    assert!(
+        err.contains("unknown segment state `archived`") && !err.contains("panicked"),
+        "{err}"
+    );
+}

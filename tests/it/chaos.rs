@@ -166,7 +166,13 @@ impl Pool<'_> {
 fn job_counts(env: &TestEnv) -> BTreeMap<String, i64> {
     env.with_catalog(async |catalog| {
         let queue = upsert_minion::queue::Queue::new(catalog.pool().clone());
-        queue.count_by_state().await.unwrap().into_iter().collect()
+        queue
+            .count_by_state()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(state, count)| (state.to_string(), count))
+            .collect()
     })
 }
 
@@ -307,7 +313,8 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
                 "job",
                 "submit",
                 "plan",
-                r#"{"table": "orders"}"#,
+                "--table",
+                "orders",
                 "--max-attempts",
                 "20",
             ]);
@@ -318,7 +325,10 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
                 "job",
                 "submit",
                 "gc",
-                r#"{"table": "orders", "grace_seconds": 30}"#,
+                "--table",
+                "orders",
+                "--grace",
+                "30s",
                 "--max-attempts",
                 "20",
             ]);
@@ -356,7 +366,7 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
     // Drain: plan until nothing is left to do and the queue is empty.
     let drain_deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        submit(&["job", "submit", "plan", r#"{"table": "orders"}"#]);
+        submit(&["job", "submit", "plan", "--table", "orders"]);
         std::thread::sleep(Duration::from_secs(2));
         let counts = job_counts(&env);
         let plan =

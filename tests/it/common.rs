@@ -226,16 +226,20 @@ impl TestEnv {
     }
 
     /// Runs `minion ARGS` with this world's settings.
-    pub fn minion(&self, args: &[&str]) -> Output {
+    pub fn minion<S: AsRef<str> + std::fmt::Debug>(&self, args: &[S]) -> Output {
         self.minion_with(args, &[])
     }
 
-    pub fn minion_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    pub fn minion_with<S: AsRef<str> + std::fmt::Debug>(
+        &self,
+        args: &[S],
+        extra_env: &[(&str, &str)],
+    ) -> Output {
         let mut command = minion_command();
         command
             .current_dir(self.dir.path())
             .envs(&self.env)
-            .args(args);
+            .args(args.iter().map(|a| a.as_ref()));
         for (key, value) in extra_env {
             command.env(key, value);
         }
@@ -243,7 +247,7 @@ impl TestEnv {
     }
 
     /// Runs `minion ARGS`, asserts success, returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
+    pub fn ok<S: AsRef<str> + std::fmt::Debug>(&self, args: &[S]) -> String {
         let output = self.minion(args);
         assert!(
             output.status.success(),
@@ -255,7 +259,7 @@ impl TestEnv {
     }
 
     /// Runs `minion ARGS`, asserts failure, returns stderr.
-    pub fn fails(&self, args: &[&str]) -> String {
+    pub fn fails<S: AsRef<str> + std::fmt::Debug>(&self, args: &[S]) -> String {
         let output = self.minion(args);
         assert!(
             !output.status.success(),
@@ -266,14 +270,18 @@ impl TestEnv {
     }
 
     /// Starts `minion ARGS` in the background; its stderr goes to `name.log` in the work dir.
-    pub fn spawn(&self, name: &str, args: &[&str]) -> std::process::Child {
+    pub fn spawn<S: AsRef<str> + std::fmt::Debug>(
+        &self,
+        name: &str,
+        args: &[S],
+    ) -> std::process::Child {
         self.spawn_with(name, args, &[])
     }
 
-    pub fn spawn_with(
+    pub fn spawn_with<S: AsRef<str> + std::fmt::Debug>(
         &self,
         name: &str,
-        args: &[&str],
+        args: &[S],
         extra_env: &[(&str, &str)],
     ) -> std::process::Child {
         let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
@@ -282,7 +290,7 @@ impl TestEnv {
             .envs(&self.env)
             .env("MINION_LOG", "upsert_minion=debug")
             .envs(extra_env.iter().copied())
-            .args(args)
+            .args(args.iter().map(|a| a.as_ref()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -291,15 +299,20 @@ impl TestEnv {
 
     /// Starts `minion ARGS` with `MINION_PAUSE_AT=point` and waits until it paused there (see
     /// `upsert_minion::faults`); creating `self.path(resume)` lets it go on.
-    pub fn spawn_paused(&self, name: &str, args: &[&str], point: &str) -> std::process::Child {
+    pub fn spawn_paused<S: AsRef<str> + std::fmt::Debug>(
+        &self,
+        name: &str,
+        args: &[S],
+        point: &str,
+    ) -> std::process::Child {
         self.spawn_paused_with(name, args, point, &[])
     }
 
     /// `spawn_paused` with more environment.
-    pub fn spawn_paused_with(
+    pub fn spawn_paused_with<S: AsRef<str> + std::fmt::Debug>(
         &self,
         name: &str,
-        args: &[&str],
+        args: &[S],
         point: &str,
         extra_env: &[(&str, &str)],
     ) -> std::process::Child {
@@ -390,7 +403,10 @@ impl TestEnv {
     }
 
     /// Runs `minion ARGS` (which prints JSON), asserts success, parses stdout.
-    pub fn json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> T {
+    pub fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        args: &[impl AsRef<str> + std::fmt::Debug],
+    ) -> T {
         serde_json::from_str(&self.ok(args)).unwrap()
     }
 
@@ -502,9 +518,9 @@ impl TestEnv {
         ]);
     }
 
-    /// `minion run KIND ARGS` in this process, its JSON report back.
+    /// `minion run KIND --flags` in this process, its JSON report back.
     pub fn run_task(&self, kind: &str, args: &serde_json::Value) -> serde_json::Value {
-        self.json(&["run", kind, &args.to_string()])
+        self.json(&typed(&format!("run {kind}"), args))
     }
 
     /// The online segments of one partition, in sequence order.
@@ -584,4 +600,37 @@ pub fn cluster_dir(prefix: &str) -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
+}
+
+/// The words of `minion COMMAND --flag=value ...` for a job whose arguments a test writes as a
+/// JSON object (for brevity): each field becomes the kind's typed flag, so the CLI is driven the
+/// way an operator drives it. `command` is e.g. "run compact" or "job submit plan".
+pub fn typed(command: &str, args: &serde_json::Value) -> Vec<String> {
+    let mut words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+    for (field, value) in args.as_object().expect("job arguments are an object") {
+        let flag = match field.as_str() {
+            "segment_id" => "segment".to_string(),
+            "segment_ids" => "segments".to_string(),
+            "grace_seconds" => "grace".to_string(),
+            "reservation_ttl_seconds" => "reservation-ttl".to_string(),
+            "submit" => {
+                if value == false {
+                    words.push("--dry-run".into());
+                }
+                continue;
+            }
+            other => other.replace('_', "-"),
+        };
+        match value {
+            serde_json::Value::Bool(true) => words.push(format!("--{flag}")),
+            serde_json::Value::Bool(false) | serde_json::Value::Null => {}
+            serde_json::Value::String(text) => words.push(format!("--{flag}={text}")),
+            serde_json::Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+                words.push(format!("--{flag}={}", items.join(",")));
+            }
+            other => words.push(format!("--{flag}={other}")),
+        }
+    }
+    words
 }

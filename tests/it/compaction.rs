@@ -3,26 +3,24 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{python, StoreKind, TestEnv};
+use crate::common::{python, typed, StoreKind, TestEnv};
 
 fn setup() -> TestEnv {
     TestEnv::orders(30000, 2000, 4, 3000)
 }
 
 fn prebuild(env: &TestEnv, partition: u32) -> Value {
-    env.json(&[
-        "run",
-        "prebuild",
-        &json!({"table": "orders", "partition": partition}).to_string(),
-    ])
+    env.json(&typed(
+        "run prebuild",
+        &json!({"table": "orders", "partition": partition}),
+    ))
 }
 
 fn compact(env: &TestEnv, segment_id: i64) -> Value {
-    env.json(&[
-        "run",
-        "compact",
-        &json!({"table": "orders", "segment_id": segment_id}).to_string(),
-    ])
+    env.json(&typed(
+        "run compact",
+        &json!({"table": "orders", "segment_id": segment_id}),
+    ))
 }
 
 /// Every valid row of partition 0, as sorted JSON lines.
@@ -130,9 +128,12 @@ fn racing_compactions_of_one_segment_have_one_winner() {
     let env = setup();
     prebuild(&env, 1);
     let segment = env.online("orders", 1)[0]["id"].as_i64().unwrap();
-    let args = json!({"table": "orders", "segment_id": segment}).to_string();
+    let args = typed(
+        "run compact",
+        &json!({"table": "orders", "segment_id": segment}),
+    );
     let racers: Vec<_> = (0..3)
-        .map(|i| env.spawn(&format!("racer{i}"), &["run", "compact", &args]))
+        .map(|i| env.spawn(&format!("racer{i}"), &args))
         .collect();
     for mut racer in racers {
         assert!(racer.wait().unwrap().success());
@@ -179,11 +180,10 @@ fn compaction_needs_a_covering_snapshot_and_refuses_bad_input() {
     let length = bytes.len();
     bytes.truncate(length - 50);
     std::fs::write(&path, bytes).unwrap();
-    let err = env.fails(&[
-        "run",
-        "compact",
-        &json!({"table": "orders", "segment_id": id}).to_string(),
-    ]);
+    let err = env.fails(&typed(
+        "run compact",
+        &json!({"table": "orders", "segment_id": id}),
+    ));
     assert!(
         err.contains("has checksum") && err.contains("restore the object"),
         "{err}"
@@ -193,19 +193,17 @@ fn compaction_needs_a_covering_snapshot_and_refuses_bad_input() {
         segment["id"],
         "catalog unchanged"
     );
-    let err = env.fails(&[
-        "run",
-        "compact",
-        r#"{"table": "orders", "segment_id": 999999}"#,
-    ]);
+    let err = env.fails(&typed(
+        "run compact",
+        &json!({"table": "orders", "segment_id": 999999}),
+    ));
     assert!(err.contains("segment 999999 does not exist"), "{err}");
     // A missing object: the same, and the message says which and what to do.
     std::fs::remove_file(&path).unwrap();
-    let err = env.fails(&[
-        "run",
-        "compact",
-        &json!({"table": "orders", "segment_id": id}).to_string(),
-    ]);
+    let err = env.fails(&typed(
+        "run compact",
+        &json!({"table": "orders", "segment_id": id}),
+    ));
     assert!(
         err.contains("missing") && err.contains(segment["object_key"].as_str().unwrap()),
         "{err}"
@@ -265,8 +263,17 @@ fn a_bitmap_marking_more_rows_than_the_segment_has_discards_the_job() {
             .unwrap();
     });
     // Through the queue: the job is discarded at once, with the reason, and nothing changed.
-    let args = json!({"table": "orders", "segment_id": segment["id"]}).to_string();
-    let submitted: Value = env.json(&["job", "submit", "compact", &args, "--json"]);
+    let segment = segment["id"].to_string();
+    let submitted: Value = env.json(&[
+        "job",
+        "submit",
+        "compact",
+        "--table",
+        "orders",
+        "--segment",
+        &segment,
+        "--json",
+    ]);
     let id = submitted["id"].to_string();
     let mut worker = env.spawn("worker", &["worker", "--poll-interval", "200ms"]);
     let job = env.wait_job_state(&id, "discarded");
@@ -351,14 +358,17 @@ deleted_keys_ttl = 100
     ingest("c.jsonl", &[(3, 1000, false)]);
     let segments: Vec<Value> = env.json(&["segment", "ls", "--table", "ttl", "--json"]);
     let (a, b) = (segments[0]["id"].clone(), segments[1]["id"].clone());
-    let prebuild =
-        || env.json::<Value>(&["run", "prebuild", r#"{"table": "ttl", "partition": 0}"#]);
+    let prebuild = || {
+        env.json::<Value>(&typed(
+            "run prebuild",
+            &json!({"table": "ttl", "partition": 0}),
+        ))
+    };
     let compact = |id: &Value| {
-        env.json::<Value>(&[
-            "run",
-            "compact",
-            &json!({"table": "ttl", "segment_id": id}).to_string(),
-        ])
+        env.json::<Value>(&typed(
+            "run compact",
+            &json!({"table": "ttl", "segment_id": id}),
+        ))
     };
     prebuild();
     assert_eq!(queryable_ids(&env, "1.jsonl"), vec![2, 3]);
@@ -373,7 +383,10 @@ deleted_keys_ttl = 100
     // ...and B, left with no valid row, is dropped without a rewrite.
     assert_eq!(compact(&b)["outcome"], "dropped");
     prebuild();
-    env.json::<Value>(&["run", "gc", r#"{"table": "ttl", "grace_seconds": 0}"#]);
+    env.json::<Value>(&typed(
+        "run gc",
+        &json!({"table": "ttl", "grace_seconds": 0}),
+    ));
     assert_eq!(
         queryable_ids(&env, "4.jsonl"),
         vec![2, 3],

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::TestEnv;
+use crate::common::{typed, TestEnv};
 
 fn setup() -> TestEnv {
     let env = TestEnv::orders(24000, 3000, 12, 500);
@@ -19,7 +19,7 @@ fn online_ids(env: &TestEnv) -> Vec<i64> {
 /// Kills `kind args` at `point`, then checks the table, reruns the job, lands and collects.
 fn crash_at(env: &TestEnv, kind: &str, args: &Value, point: &str) {
     let before = env.valid_rows(&format!("{point}-before.jsonl"));
-    let mut child = env.spawn_paused(point, &["run", kind, &args.to_string()], point);
+    let mut child = env.spawn_paused(point, &typed(&format!("run {kind}"), args), point);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_eq!(

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::common::TestEnv;
+use crate::common::{typed, TestEnv};
 
 fn setup() -> TestEnv {
     TestEnv::orders(20000, 1500, 9, 2500)
@@ -86,6 +86,9 @@ fn gc_keeps_what_a_retained_snapshot_covers_and_young_orphans() {
     let report = env.run_task("gc", &json!({"table": "orders", "grace_seconds": 0}));
     assert_eq!(report["segments_collected"], 1, "{report}");
     assert!(!root.join(first["object_key"].as_str().unwrap()).exists());
-    let err = env.fails(&["run", "gc", r#"{"table": "orders", "grace_seconds": -1}"#]);
+    let err = env.fails(&typed(
+        "run gc",
+        &json!({"table": "orders", "grace_seconds": -1}),
+    ));
     assert!(err.contains("`grace_seconds` must be 0 or more"), "{err}");
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::TestEnv;
+use crate::common::{typed, TestEnv};
 
 fn outstanding(env: &TestEnv) -> usize {
     env.with_catalog(async |catalog| {
@@ -150,9 +150,12 @@ fn a_starting_worker_removes_the_staging_of_killed_processes_only() {
     let staging_env = [("MINION_STAGING_DIR", staging.to_str().unwrap())];
     let point = "prebuild:before_publish";
     let prebuild = |partition: u32| {
-        let args = json!({"table": "orders", "partition": partition}).to_string();
+        let args = typed(
+            "run prebuild",
+            &json!({"table": "orders", "partition": partition}),
+        );
         let name = format!("prebuild-{partition}");
-        env.spawn_paused_with(&name, &["run", "prebuild", &args], point, &staging_env)
+        env.spawn_paused_with(&name, &args, point, &staging_env)
     };
     let mut killed = prebuild(0);
     let dead = staging_dirs(&staging);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{StoreKind, TestEnv};
+use crate::common::{typed, StoreKind, TestEnv};
 use crate::proxy::{upstream_of, Cut, PgProxy};
 
 /// A world with the orders table, and a proxy in front of its database.
@@ -200,7 +200,9 @@ fn compactable() -> (TestEnv, PgProxy, String) {
 }
 
 fn run_through(env: &TestEnv, via: &str, kind: &str, args: &Value) -> (Value, String) {
-    let (stdout, stderr) = succeeded(&through(env, via, &["run", kind, &args.to_string()], &[]));
+    let words = typed(&format!("run {kind}"), args);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let (stdout, stderr) = succeeded(&through(env, via, &words, &[]));
     (serde_json::from_str(&stdout).unwrap(), stderr)
 }
 
@@ -289,7 +291,7 @@ fn a_worker_learns_that_a_completion_committed() {
         deliver: true,
         refuse_for: Duration::ZERO,
     });
-    let submitted = env.ok(&["job", "submit", "noop", "{}"]);
+    let submitted = env.ok(&["job", "submit", "noop"]);
     let id = submitted
         .split_whitespace()
         .find_map(|word| {

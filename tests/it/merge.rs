@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use upsert_minion::catalog::ReservationLease;
 
-use crate::common::{python, TestEnv};
+use crate::common::{python, typed, TestEnv};
 
 fn setup() -> TestEnv {
     TestEnv::orders(20000, 3000, 5, 1000)
@@ -230,18 +230,16 @@ fn merge_refuses_while_a_foreign_sequence_lies_inside_its_range() {
 #[test]
 fn merge_arguments_are_checked() {
     let env = setup();
-    let err = env.fails(&[
-        "run",
-        "merge",
-        r#"{"table": "orders", "partition": 0, "segment_ids": [1]}"#,
-    ]);
+    let err = env.fails(&typed(
+        "run merge",
+        &json!({"table": "orders", "partition": 0, "segment_ids": [1]}),
+    ));
     assert!(err.contains("two or more segments"), "{err}");
     let segments = env.online("orders", 1);
-    let err = env.fails(&[
-        "run",
-        "merge",
-        &json!({"table": "orders", "partition": 0, "segment_ids": ids(&segments[..2])}).to_string(),
-    ]);
+    let err = env.fails(&typed(
+        "run merge",
+        &json!({"table": "orders", "partition": 0, "segment_ids": ids(&segments[..2])}),
+    ));
     assert!(err.contains("not orders partition 0"), "{err}");
     // Not covered by a snapshot yet: a prebuild is queued and nothing else happens.
     let report = merge(&env, &ids(&env.online("orders", 0)[..2]));

@@ -275,8 +275,7 @@ fn the_worker_pool_compacts_a_larger_stream_to_duckdbs_winners() {
         &["worker", "--concurrency", "2", "--poll-interval", "200ms"],
     );
     for round in 0..3 {
-        let submitted: Value =
-            env.json(&["job", "submit", "plan", r#"{"table": "events"}"#, "--json"]);
+        let submitted: Value = env.json(&["job", "submit", "plan", "--table", "events", "--json"]);
         env.wait_job_state(&submitted["id"].to_string(), "completed");
         // Wait for what the plan submitted (and the prebuilds those queue) to finish.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);

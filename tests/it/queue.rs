@@ -84,7 +84,7 @@ async fn concurrent_claimers_never_share_a_job() {
     }
     assert_eq!(seen.len() as i64, JOBS);
     let counts = queue.count_by_state().await.unwrap();
-    assert_eq!(counts, vec![("completed".to_string(), JOBS)]);
+    assert_eq!(counts, vec![(JobState::Completed, JOBS)]);
 }
 
 #[tokio::test]
@@ -108,7 +108,7 @@ async fn a_stale_worker_cannot_finish_a_rescued_job() {
         .rescue_expired(10, Duration::from_millis(1))
         .await
         .unwrap();
-    assert_eq!(rescued, vec![(id, "retryable".to_string())]);
+    assert_eq!(rescued, vec![(id, JobState::Retryable)]);
     make_runnable(&queue, id).await;
     let fresh = queue
         .claim(&queues(), 1, "fresh", LEASE)
@@ -163,7 +163,7 @@ async fn rescue_past_max_attempts_discards_with_the_reason() {
     expire_lease(&queue, id).await;
     assert_eq!(
         queue.rescue_expired(10, Duration::ZERO).await.unwrap(),
-        vec![(id, "discarded".into())]
+        vec![(id, JobState::Discarded)]
     );
     let row = queue.get(id).await.unwrap();
     assert!(row.finalized_at.is_some());
@@ -403,4 +403,40 @@ async fn cancel_and_prune() {
         queue.get(waiting).await.is_ok(),
         "recently cancelled jobs are kept"
     );
+}
+
+/// A newer minion may add a job state; this one says so clearly instead of panicking or
+/// treating the job as absent.
+#[tokio::test]
+async fn a_job_in_a_state_this_minion_does_not_know_is_a_clear_error() {
+    let env = TestEnv::new(StoreKind::Local);
+    let queue = migrated_queue(&env).await;
+    let id = queue
+        .submit(&NewJob::new("noop", json!({})))
+        .await
+        .unwrap()
+        .id();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect(&env.db.url)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TYPE job_state ADD VALUE 'paused'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE jobs SET state = 'paused' WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = queue.get(id).await.unwrap_err().to_string();
+    assert!(
+        err.contains("unknown job state `paused`") && err.contains("newer minion"),
+        "{err}"
+    );
+    for args in [vec!["job", "show", &id.to_string()], vec!["job", "ls"]] {
+        let err = env.fails(&args);
+        assert!(err.contains("unknown job state `paused`"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }

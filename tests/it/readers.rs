@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::{json, Value};
 
-use crate::common::TestEnv;
+use crate::common::{typed, TestEnv};
 
 fn setup() -> TestEnv {
     let env = TestEnv::orders(20000, 2000, 21, 600);
@@ -148,13 +148,12 @@ fn a_compaction_racing_a_newer_snapshot_stays_correct() {
     let env = setup();
     let segments: Vec<Value> = env.online("orders", 0);
     let target = &segments[0];
-    let args = json!({"table": "orders", "segment_id": target["id"]}).to_string();
-    // The compaction has its bitmap from snapshot 1 and its output uploaded...
-    let mut compaction = env.spawn_paused(
-        "compaction",
-        &["run", "compact", &args],
-        "compact:after_upload",
+    let args = typed(
+        "run compact",
+        &json!({"table": "orders", "segment_id": target["id"]}),
     );
+    // The compaction has its bitmap from snapshot 1 and its output uploaded...
+    let mut compaction = env.spawn_paused("compaction", &args, "compact:after_upload");
     // ...when newer versions of the same keys arrive and a newer snapshot is published.
     env.ok(&[
         "ingest",

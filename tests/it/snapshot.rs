@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use upsert_minion::catalog::Catalog;
 use upsert_minion::loader::{bootstrap, BootstrapOptions};
 
-use crate::common::{python, StoreKind, TestEnv};
+use crate::common::{python, typed, StoreKind, TestEnv};
 
 fn ingest(env: &TestEnv, rows: &str, keys: &str, seed: &str, segment_rows: &str) {
     env.ok(&[
@@ -27,8 +27,10 @@ fn ingest(env: &TestEnv, rows: &str, keys: &str, seed: &str, segment_rows: &str)
 }
 
 fn prebuild(env: &TestEnv, partition: u32) -> Value {
-    let args = json!({"table": "orders", "partition": partition}).to_string();
-    serde_json::from_str(&env.ok(&["run", "prebuild", &args])).unwrap()
+    env.json(&typed(
+        "run prebuild",
+        &json!({"table": "orders", "partition": partition}),
+    ))
 }
 
 fn manifest(env: &TestEnv, partition: u32) -> Value {
@@ -401,11 +403,18 @@ async fn spilling_keeps_memory_bounded_and_results_exact() {
 async fn prebuild_jobs_run_in_the_queue_and_are_unique_per_partition() {
     let env = setup(StoreKind::Local);
     ingest(&env, "5000", "500", "1", "1000");
-    let args = json!({"table": "orders", "partition": 0}).to_string();
-    let first: Value =
-        serde_json::from_str(&env.ok(&["job", "submit", "prebuild", &args, "--json"])).unwrap();
-    let second: Value =
-        serde_json::from_str(&env.ok(&["job", "submit", "prebuild", &args, "--json"])).unwrap();
+    let args = [
+        "job",
+        "submit",
+        "prebuild",
+        "--table",
+        "orders",
+        "--partition",
+        "0",
+        "--json",
+    ];
+    let first: Value = env.json(&args);
+    let second: Value = env.json(&args);
     assert_eq!(
         second,
         json!({"outcome": "existing", "id": first["id"]}),
@@ -415,7 +424,13 @@ async fn prebuild_jobs_run_in_the_queue_and_are_unique_per_partition() {
     let id = first["id"].as_i64().unwrap().to_string();
     let job = env.wait_job_state(&id, "completed");
     assert_eq!(job["output"]["outcome"], "published");
-    let err = env.fails(&["job", "submit", "prebuild", r#"{"table": "orders"}"#]);
+    let err = env.fails(&[
+        "job",
+        "submit",
+        "prebuild",
+        "--args",
+        r#"{"table": "orders"}"#,
+    ]);
     assert!(err.contains("missing field `partition`"), "{err}");
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     worker.wait().unwrap();
@@ -425,9 +440,9 @@ async fn prebuild_jobs_run_in_the_queue_and_are_unique_per_partition() {
 async fn racing_prebuilds_publish_once() {
     let env = setup(StoreKind::Local);
     ingest(&env, "20000", "2000", "1", "2000");
-    let args = json!({"table": "orders", "partition": 0}).to_string();
+    let args = ["run", "prebuild", "--table", "orders", "--partition", "0"];
     let children: Vec<_> = (0..3)
-        .map(|i| env.spawn(&format!("racer{i}"), &["run", "prebuild", &args]))
+        .map(|i| env.spawn(&format!("racer{i}"), &args))
         .collect();
     for mut child in children {
         assert!(child.wait().unwrap().success());

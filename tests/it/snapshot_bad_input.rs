@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::common::{StoreKind, TestEnv};
+use crate::common::{typed, StoreKind, TestEnv};
 
 fn setup() -> TestEnv {
     let env = TestEnv::new(StoreKind::Local);
@@ -26,8 +26,11 @@ fn setup() -> TestEnv {
 }
 
 fn prebuild(env: &TestEnv) -> Value {
-    serde_json::from_str(&env.ok(&["run", "prebuild", r#"{"table": "orders", "partition": 0}"#]))
-        .unwrap()
+    serde_json::from_str(&env.ok(&typed(
+        "run prebuild",
+        &json!({"table": "orders", "partition": 0}),
+    )))
+    .unwrap()
 }
 
 fn manifest(env: &TestEnv) -> Value {
@@ -86,7 +89,8 @@ async fn damaged_snapshot_files_are_refused() {
         "{err}"
     );
     // Even with a checksum that matches, a bitmap that does not parse is named as such.
-    let parse = upsert_minion::loader::parse_bitmap("k", &original[..original.len() / 2], 1000);
+    let parse =
+        upsert_minion::snapshot::read::parse_bitmap("k", &original[..original.len() / 2], 1000);
     assert!(parse
         .unwrap_err()
         .to_string()
@@ -96,7 +100,7 @@ async fn damaged_snapshot_files_are_refused() {
     too_big.insert(5000);
     let mut bytes = Vec::new();
     too_big.serialize_into(&mut bytes).unwrap();
-    let err = upsert_minion::loader::parse_bitmap("k", &bytes, 1000)
+    let err = upsert_minion::snapshot::read::parse_bitmap("k", &bytes, 1000)
         .unwrap_err()
         .to_string();
     assert!(
@@ -197,7 +201,10 @@ async fn permanent_prebuild_failures_are_discarded_and_publish_nothing() {
     bytes.truncate(length - 100);
     std::fs::write(&victim, &bytes).unwrap();
 
-    let err = env.fails(&["run", "prebuild", r#"{"table": "orders", "partition": 0}"#]);
+    let err = env.fails(&typed(
+        "run prebuild",
+        &json!({"table": "orders", "partition": 0}),
+    ));
     assert!(err.contains("is missing from the store"), "{err}");
     let mut worker = env.spawn(
         "worker",
@@ -211,9 +218,11 @@ async fn permanent_prebuild_failures_are_discarded_and_publish_nothing() {
     );
     let mut ids = Vec::new();
     for partition in [0, 1] {
-        let args = json!({"table": "orders", "partition": partition}).to_string();
-        let submitted: Value =
-            serde_json::from_str(&env.ok(&["job", "submit", "prebuild", &args, "--json"])).unwrap();
+        let args = typed(
+            "job submit prebuild",
+            &json!({"table": "orders", "partition": partition}),
+        );
+        let submitted: Value = env.json(&[&args[..], &["--json".to_string()]].concat());
         ids.push(submitted["id"].as_i64().unwrap().to_string());
     }
     for (id, expected) in ids

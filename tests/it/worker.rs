@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use upsert_minion::queue::{JobRow, NewJob, Queue};
 
-use crate::common::{sigterm, StoreKind, TestEnv};
+use crate::common::{sigterm, typed, StoreKind, TestEnv};
 use crate::queue::migrated_queue;
 
 /// Polls job `id` until `done` holds, or fails the test with the row after `timeout`.
@@ -352,16 +352,19 @@ async fn job_cli_rejects_bad_input_and_enqueues_nothing() {
             "unknown job kind `frobnicate`; known kinds: compact, fail, gc, merge, noop, plan, prebuild, sleep",
         ),
         (
-            &["job", "submit", "sleep", "{seconds: 1}"],
+            &["job", "submit", "sleep", "--args", "{seconds: 1}"],
             "not valid JSON",
         ),
-        (&["job", "submit", "sleep", "[1]"], "must be a JSON object"),
         (
-            &["job", "submit", "sleep", r#"{"seconds": -1}"#],
+            &["job", "submit", "sleep", "--args", "[1]"],
+            "must be a JSON object",
+        ),
+        (
+            &["job", "submit", "sleep", "--seconds=-1"],
             "must be a duration of 0 or more",
         ),
         (
-            &["job", "submit", "sleep", r#"{"secs": 1}"#],
+            &["job", "submit", "sleep", "--args", r#"{"secs": 1}"#],
             "unknown field `secs`",
         ),
         (
@@ -381,7 +384,7 @@ async fn job_cli_rejects_bad_input_and_enqueues_nothing() {
     );
     let err = env.fails(&["job", "show", "999"]);
     assert!(err.contains("job 999 does not exist"), "{err}");
-    let err = env.fails(&["run", "sleep", r#"{"seconds": -3}"#]);
+    let err = env.fails(&typed("run sleep", &json!({"seconds": -3})));
     assert!(err.contains("must be a duration of 0 or more"), "{err}");
 }
 
@@ -393,7 +396,8 @@ async fn job_cli_round_trip() {
         "job",
         "submit",
         "sleep",
-        r#"{"seconds": 0.1}"#,
+        "--seconds",
+        "0.1",
         "--unique-key",
         "k1",
         "--priority",
@@ -407,7 +411,8 @@ async fn job_cli_round_trip() {
         "job",
         "submit",
         "sleep",
-        r#"{"seconds": 0.1}"#,
+        "--seconds",
+        "0.1",
         "--unique-key",
         "k1",
         "--json",
@@ -435,7 +440,9 @@ async fn job_cli_round_trip() {
         "job",
         "submit",
         "fail",
-        r#"{"permanent": true, "message": "bad segment"}"#,
+        "--permanent",
+        "--message",
+        "bad segment",
         "--json",
     ]))
     .unwrap();
@@ -459,8 +466,67 @@ async fn job_cli_round_trip() {
     let pruned = env.ok(&["job", "prune", "--older-than", "0s"]);
     assert!(pruned.contains("pruned 2 finished jobs"), "{pruned}");
 
-    let inline = env.ok(&["run", "sleep", r#"{"seconds": 0.05}"#]);
+    let inline = env.ok(&typed("run sleep", &json!({"seconds": 0.05})));
     assert!(inline.contains("slept_seconds"), "{inline}");
-    let err = env.fails(&["run", "fail", r#"{"message": "inline failure"}"#]);
+    let err = env.fails(&typed("run fail", &json!({"message": "inline failure"})));
     assert!(err.contains("inline failure"), "{err}");
+}
+
+/// The help an operator reads names every kind and every flag of a kind.
+#[test]
+fn help_names_every_kind_and_flag() {
+    let help = |args: &[&str]| {
+        let output = crate::common::minion_command().args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let kinds = [
+        "prebuild", "compact", "merge", "plan", "gc", "noop", "sleep", "fail",
+    ];
+    for command in [&["run", "--help"][..], &["job", "submit", "--help"]] {
+        let text = help(command);
+        for kind in kinds {
+            assert!(
+                text.contains(&format!("  {kind} ")),
+                "{command:?}: {kind}\n{text}"
+            );
+        }
+        assert!(text.contains("Global options:"), "{text}");
+    }
+    let submit = help(&["job", "submit", "--help"]);
+    for flag in [
+        "--priority",
+        "--in",
+        "--at",
+        "--unique-key",
+        "--max-attempts",
+        "--queue",
+    ] {
+        assert!(submit.contains(flag), "{flag}\n{submit}");
+    }
+    let flags: [(&str, &[&str]); 5] = [
+        ("compact", &["--table", "--segment", "--args"]),
+        ("merge", &["--table", "--partition", "--segments", "--args"]),
+        ("prebuild", &["--table", "--partition"]),
+        ("gc", &["--table", "--grace", "--reservation-ttl"]),
+        ("plan", &["--table", "--dry-run"]),
+    ];
+    for (kind, flags) in flags {
+        let text = help(&["run", kind, "--help"]);
+        for flag in flags {
+            assert!(text.contains(flag), "{kind} {flag}\n{text}");
+        }
+        // Own options first, global ones after under their heading.
+        let own = text.find("Options:").unwrap();
+        let global = text.find("Global options:").unwrap();
+        assert!(own < global, "{text}");
+    }
+    let kinds_listed = {
+        let output = crate::common::minion_command()
+            .args(["job", "kinds", "--help"])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(kinds_listed.contains("--json"), "{kinds_listed}");
 }

@@ -13,12 +13,12 @@ use crate::table::{PrimaryKeyHash, TableConfig};
 
 /// Calls `visit(metadata key, sortable comparison, docId, deleted)` for every row of a local
 /// segment file in docId order, reading only the key, comparison and delete columns.
-pub fn scan_keys(
+pub fn scan_keys<E: From<RunError>>(
     segment: &Path,
     table: &TableConfig,
-    mut visit: impl FnMut(&[u8], u64, u32, bool) -> Result<(), RunError>,
-) -> Result<u64, RunError> {
-    let file = SegmentFile::open(segment, table)?;
+    mut visit: impl FnMut(&[u8], u64, u32, bool) -> Result<(), E>,
+) -> Result<u64, E> {
+    let file = SegmentFile::open(segment, table).map_err(RunError::from)?;
     let mut columns: Vec<&str> = table.primary_key.iter().map(String::as_str).collect();
     columns.push(&table.comparison);
     if let Some(delete) = &table.delete_column {
@@ -47,8 +47,8 @@ pub fn scan_keys(
     let mut doc_id: u32 = 0;
     let mut encoded = Vec::with_capacity(64);
     let mut key = Vec::with_capacity(64);
-    for batch in file.read(Some(&columns), 8192)? {
-        let batch = batch?;
+    for batch in file.read(Some(&columns), 8192).map_err(RunError::from)? {
+        let batch = batch.map_err(RunError::from)?;
         let key_columns: Vec<ArrayRef> = order[..key_count]
             .iter()
             .map(|&i| batch.column(i).clone())
@@ -153,16 +153,20 @@ fn build_sorted<E: ChunkEntry>(
     let mut chunk: Vec<E> = Vec::with_capacity(limit.min(1 << 21));
     let mut spills: Vec<PathBuf> = Vec::new();
     let mut max_comparison: Option<u64> = None;
-    let entries = scan_keys(segment, table, |key, comparison, doc_id, deleted| {
-        max_comparison = Some(max_comparison.map_or(comparison, |m| m.max(comparison)));
-        // Spill before the chunk grows past the limit, so a segment of exactly `limit` rows
-        // is sorted in memory and written once.
-        if chunk.len() >= limit {
-            spills.push(spill(&mut chunk, table, workdir, spills.len())?);
-        }
-        chunk.push(E::from_row(key, comparison, doc_id, deleted));
-        Ok(())
-    })?;
+    let entries = scan_keys(
+        segment,
+        table,
+        |key, comparison, doc_id, deleted| -> Result<(), RunError> {
+            max_comparison = Some(max_comparison.map_or(comparison, |m| m.max(comparison)));
+            // Spill before the chunk grows past the limit, so a segment of exactly `limit` rows
+            // is sorted in memory and written once.
+            if chunk.len() >= limit {
+                spills.push(spill(&mut chunk, table, workdir, spills.len())?);
+            }
+            chunk.push(E::from_row(key, comparison, doc_id, deleted));
+            Ok(())
+        },
+    )?;
     let header = run_header(table, segment_checksum, entries, max_comparison);
     if spills.is_empty() {
         write_run(out, &header, &E::sort(chunk))?;

@@ -175,6 +175,17 @@ pub enum RunError {
     Segment(#[from] crate::segment::SegmentError),
 }
 
+impl crate::error::Permanence for RunError {
+    /// A corrupt run or unreadable segment stays so; local I/O may pass.
+    fn is_permanent(&self) -> bool {
+        match self {
+            RunError::Corrupt { .. } => true,
+            RunError::Segment(err) => err.is_permanent(),
+            RunError::Io { .. } => false,
+        }
+    }
+}
+
 impl RunError {
     /// A failed read of a run file: running out of bytes means the file is truncated.
     fn reading(path: &str, err: std::io::Error) -> RunError {

@@ -14,9 +14,9 @@ use clap::Args;
 use roaring::RoaringBitmap;
 use serde_json::json;
 
-use super::bench_prebuild::bench_table;
-use super::Context;
+use super::{bench_table, local_store_dir, write_figures};
 use crate::catalog::SegmentState;
+use crate::cli::Context;
 use crate::compaction::{compact, rewrite, CoveringSnapshot, RewriteInput};
 use crate::snapshot::prebuild;
 use crate::table::TableConfig;
@@ -29,6 +29,7 @@ pub struct CompactBenchArgs {
     /// Distinct keys drawn from (uniformly).
     #[arg(long, default_value_t = 2_000_000)]
     pub keys: u64,
+    /// Rows per segment.
     #[arg(long, default_value_t = 1_000_000)]
     pub segment_rows: usize,
     /// Share of row groups that lose rows in the copy-through scenario.
@@ -37,12 +38,13 @@ pub struct CompactBenchArgs {
     /// Python with duckdb installed, for the baseline.
     #[arg(long, default_value = ".venv/bin/python")]
     pub python: PathBuf,
+    /// Where the figures are written as JSON.
     #[arg(long, default_value = "bench-results/compact.json")]
     pub output: PathBuf,
 }
 
 pub async fn run(context: &Context, args: CompactBenchArgs) -> anyhow::Result<()> {
-    let store_dir = super::bench::local_store_dir(context, "compact")?;
+    let store_dir = local_store_dir(context, "compact")?;
     println!(
         "bench compact: {} rows over {} keys, segments of {} rows",
         args.rows, args.keys, args.segment_rows
@@ -135,7 +137,7 @@ pub async fn run(context: &Context, args: CompactBenchArgs) -> anyhow::Result<()
         "row counts differ between the rewrites: {figures}"
     );
     println!("{}", serde_json::to_string_pretty(&figures)?);
-    super::bench::write_figures(&args.output, &figures)
+    write_figures(&args.output, &figures)
 }
 
 struct Case {

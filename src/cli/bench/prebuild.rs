@@ -8,11 +8,10 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 
-use super::ingest::{ingest_with, IngestArgs};
-use super::Context;
+use super::{bench_table, local_store_dir, write_figures};
+use crate::cli::Context;
 use crate::config::DatabaseSetting;
 use crate::loader::{bootstrap, BootstrapOptions};
-use crate::table::TableConfig;
 
 #[derive(Debug, Args)]
 pub struct PrebuildBenchArgs {
@@ -22,6 +21,7 @@ pub struct PrebuildBenchArgs {
     /// Distinct keys drawn from (uniformly).
     #[arg(long, default_value_t = 1_000_000)]
     pub keys: u64,
+    /// Rows per segment.
     #[arg(long, default_value_t = 1_000_000)]
     pub segment_rows: usize,
     /// Python with duckdb installed, for the baseline.
@@ -30,12 +30,13 @@ pub struct PrebuildBenchArgs {
     /// Skip the slow bootstrap path (it is the longest part at large key counts).
     #[arg(long)]
     pub skip_slow_path: bool,
+    /// Where the figures are written as JSON.
     #[arg(long, default_value = "bench-results/prebuild.json")]
     pub output: PathBuf,
 }
 
 pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<()> {
-    let store_dir = super::bench::local_store_dir(context, "prebuild")?;
+    let store_dir = local_store_dir(context, "prebuild")?;
     let catalog = context.catalog().await?;
     println!("bench prebuild: {} rows over {} keys", args.rows, args.keys);
     let (name, _table) = bench_table(context, args.rows, args.keys, args.segment_rows).await?;
@@ -49,11 +50,7 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
     command
         .arg("--store")
         .arg(&context.settings.store)
-        .args([
-            "run",
-            "prebuild",
-            &json!({"table": name, "partition": 0}).to_string(),
-        ])
+        .args(["run", "prebuild", "--table", &name, "--partition", "0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let started = Instant::now();
@@ -153,44 +150,7 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
         "bootstrap_speedup": bootstrap_seconds[1] / bootstrap_seconds[0],
     });
     println!("{}", serde_json::to_string_pretty(&figures)?);
-    super::bench::write_figures(&args.output, &figures)
-}
-
-/// Creates a one-partition copy of the example `orders` table under a fresh name and ingests a
-/// generated stream of `rows` over `keys` uniform keys into it; shared by the benchmarks.
-pub(super) async fn bench_table(
-    context: &Context,
-    rows: u64,
-    keys: u64,
-    segment_rows: usize,
-) -> anyhow::Result<(String, TableConfig)> {
-    let catalog = context.catalog().await?;
-    let name = format!("bench_{:08x}", rand::random::<u32>());
-    let text = include_str!("../../examples/tables/orders.toml")
-        .replace("name = \"orders\"", &format!("name = \"{name}\""))
-        .replace("partitions = 4", "partitions = 1");
-    let table = TableConfig::from_toml(&text, "bench table")?;
-    catalog.create_table(&table).await?;
-    println!("table {name}");
-    let ingest_args = IngestArgs {
-        table: name.clone(),
-        input: None,
-        format: None,
-        generate: Some(rows),
-        keys,
-        seed: 11,
-        zipf: 0.0,
-        out_of_order_ratio: 0.05,
-        delete_ratio: 0.02,
-        start_time_ms: 1_700_000_000_000,
-        segment_rows,
-        row_group_rows: 131_072,
-        idempotency_key: None,
-        reservation_lease: crate::ingest::DEFAULT_RESERVATION_LEASE,
-        json: false,
-    };
-    ingest_with(context, &ingest_args).await?;
-    Ok((name, table))
+    write_figures(&args.output, &figures)
 }
 
 /// Waits for `child` and returns (exit code, peak RSS in KiB).

@@ -5,24 +5,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::Context;
-use crate::queue::NewJob;
+use super::write_figures;
+use crate::cli::Context;
+use crate::job::args::NoopArgs;
+use crate::job::JobArgs;
 use crate::tasks::Registry;
 use crate::worker::{Worker, WorkerOptions};
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Burn down pre-inserted noop jobs, then measure pickup latency of jobs submitted one by one.
-    Queue(QueueBenchArgs),
-    /// Prebuild speed and memory against DuckDB, and bootstrap with vs without the snapshot.
-    Prebuild(super::bench_prebuild::PrebuildBenchArgs),
-    /// Compaction throughput against DuckDB rewriting the same segments, and copy-through.
-    Compact(super::bench_compact::CompactBenchArgs),
-}
 
 #[derive(Debug, Args)]
 pub struct QueueBenchArgs {
@@ -49,15 +41,7 @@ pub struct QueueBenchArgs {
     pub output: PathBuf,
 }
 
-pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Queue(args) => queue_bench(context, args).await,
-        BenchCommand::Prebuild(args) => super::bench_prebuild::run(context, args).await,
-        BenchCommand::Compact(args) => super::bench_compact::run(context, args).await,
-    }
-}
-
-async fn queue_bench(context: &Context, args: QueueBenchArgs) -> anyhow::Result<()> {
+pub async fn run(context: &Context, args: QueueBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.jobs > 0 && args.workers > 0 && args.concurrency > 0,
         "counts must be positive"
@@ -72,7 +56,12 @@ async fn queue_bench(context: &Context, args: QueueBenchArgs) -> anyhow::Result<
 
     // Phase 1: burn-down of pre-inserted jobs.
     queue
-        .submit_bulk("noop", &json!({}), &queue_name, args.jobs)
+        .submit_bulk(
+            NoopArgs::KIND,
+            &NoopArgs::default().to_json(),
+            &queue_name,
+            args.jobs,
+        )
         .await?;
     let shutdown = CancellationToken::new();
     let mut workers = Vec::new();
@@ -101,7 +90,7 @@ async fn queue_bench(context: &Context, args: QueueBenchArgs) -> anyhow::Result<
     let interval = Duration::from_secs_f64(1.0 / args.latency_rate.max(1.0));
     let before = total_completed(&stats);
     for _ in 0..args.latency_jobs {
-        let mut job = NewJob::new("noop", json!({}));
+        let mut job = NoopArgs::default().to_job();
         job.queue = queue_name.clone();
         queue.submit(&job).await?;
         tokio::time::sleep(interval).await;
@@ -143,30 +132,6 @@ async fn queue_bench(context: &Context, args: QueueBenchArgs) -> anyhow::Result<
         figures["pickup_ms_p99"].as_f64().unwrap_or(0.0),
     );
     write_figures(&args.output, &figures)
-}
-
-/// Writes a benchmark's figures as JSON to `path`, creating its directory.
-pub(super) fn write_figures(
-    path: &std::path::Path,
-    figures: &serde_json::Value,
-) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(path, serde_json::to_string_pretty(figures)?)?;
-    println!("figures written to {}", path.display());
-    Ok(())
-}
-
-/// The directory of a local-directory store: the benchmarks' DuckDB baselines read the same
-/// files, so they refuse other stores.
-pub(super) fn local_store_dir(context: &Context, bench: &str) -> anyhow::Result<PathBuf> {
-    let store = &context.settings.store;
-    anyhow::ensure!(
-        !store.contains("://") || store.starts_with("file://"),
-        "bench {bench} needs a local-directory store (the DuckDB baseline reads the same files)"
-    );
-    Ok(PathBuf::from(store.trim_start_matches("file://")))
 }
 
 fn total_completed(stats: &[Arc<crate::worker::WorkerStats>]) -> u64 {

@@ -1,0 +1,370 @@
+//! Typed job arguments: one struct per kind, the one place a job's shape is written down.
+//!
+//! Each struct is at once the JSON stored in the queue (serde), the typed flags of
+//! `minion run KIND` and `minion job submit KIND` (clap), and the value a task receives. Producers
+//! (the planner, compaction's follow-up prebuilds, the CLI) build these structs and turn them
+//! into queue rows with [`JobArgs::to_job`]; nobody writes a job's JSON by hand.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::queue::NewJob;
+use crate::table::validate_identifier;
+
+/// What every kind's arguments say about themselves.
+pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The kind name, as stored in the queue and typed on the command line.
+    const KIND: &'static str;
+    /// One line: what a job of this kind does.
+    const ABOUT: &'static str;
+
+    /// Checks what serde cannot; the message names the field and the fix.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The unique key a submission gets unless one is given: at most one unfinished job per key.
+    fn unique_key(&self) -> Option<String> {
+        None
+    }
+
+    /// Parses and validates stored or hand-written JSON.
+    fn from_json(value: &Value) -> Result<Self, String> {
+        let args: Self = Self::deserialize(value).map_err(|err| err.to_string())?;
+        args.validate()?;
+        Ok(args)
+    }
+
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("job arguments serialize")
+    }
+
+    /// A queue row for these arguments: the kind, the JSON and the default unique key.
+    fn to_job(&self) -> NewJob {
+        let mut job = NewJob::new(Self::KIND, self.to_json());
+        job.unique_key = self.unique_key();
+        job
+    }
+}
+
+fn check_table(table: &str) -> Result<(), String> {
+    validate_identifier(table).map_err(|why| format!("`table`: {why}"))
+}
+
+/// Parses a duration as seconds: a plain number (`90`, `0.5`) or a humane one (`1h`, `30m`).
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    if let Ok(seconds) = text.trim().parse::<f64>() {
+        return Ok(seconds);
+    }
+    humantime::parse_duration(text.trim())
+        .map(|d| d.as_secs_f64())
+        .map_err(|err| format!("`{text}` is not a duration ({err}); write e.g. 90, 30s, 5m or 1h"))
+}
+
+fn check_seconds(name: &str, value: f64) -> Result<(), String> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("`{name}` must be 0 or more seconds, got {value}"))
+    }
+}
+
+/// Builds a partition's snapshot: validDocIds and queryableDocIds bitmaps per segment and
+/// key-metadata SST files, published by compare-and-swap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct PrebuildArgs {
+    /// The table.
+    #[arg(long)]
+    pub table: String,
+    /// The partition (0 to the table's partition count - 1).
+    #[arg(long)]
+    pub partition: u32,
+}
+
+impl JobArgs for PrebuildArgs {
+    const KIND: &'static str = "prebuild";
+    const ABOUT: &'static str =
+        "Build and publish a partition's snapshot (validDocIds bitmaps and key-metadata SST files)";
+
+    fn validate(&self) -> Result<(), String> {
+        check_table(&self.table)
+    }
+
+    /// One prebuild per partition in the queue.
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("prebuild:{}:{}", self.table, self.partition))
+    }
+}
+
+/// Rewrites one segment down to the rows valid in the newest snapshot covering it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct CompactArgs {
+    /// The table.
+    #[arg(long)]
+    pub table: String,
+    /// The id of the segment to compact (see `minion segment ls`).
+    #[arg(long = "segment")]
+    pub segment_id: i64,
+}
+
+impl JobArgs for CompactArgs {
+    const KIND: &'static str = "compact";
+    const ABOUT: &'static str =
+        "Rewrite one segment without its superseded rows and swap it in atomically";
+
+    fn validate(&self) -> Result<(), String> {
+        check_table(&self.table)
+    }
+
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("compact:{}:{}", self.table, self.segment_id))
+    }
+}
+
+/// Merges consecutive segments of one partition into one holding their valid rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct MergeArgs {
+    /// The table.
+    #[arg(long)]
+    pub table: String,
+    /// The partition the segments belong to.
+    #[arg(long)]
+    pub partition: u32,
+    /// Ids of two or more consecutive online segments, comma-separated (e.g. 3,4,5).
+    #[arg(long = "segments", value_delimiter = ',', num_args = 1.., required = true)]
+    pub segment_ids: Vec<i64>,
+}
+
+impl JobArgs for MergeArgs {
+    const KIND: &'static str = "merge";
+    const ABOUT: &'static str =
+        "Merge consecutive small segments of a partition into one holding only their valid rows";
+
+    fn validate(&self) -> Result<(), String> {
+        check_table(&self.table)?;
+        if self.segment_ids.len() < 2 {
+            return Err(format!(
+                "`segment_ids` needs two or more segments, got [{}]; use `compact` for one",
+                self.segment_ids
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// One merge per set of inputs, in any order.
+    fn unique_key(&self) -> Option<String> {
+        let mut ids = self.segment_ids.clone();
+        ids.sort_unstable();
+        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+        Some(format!(
+            "merge:{}:{}:{}",
+            self.table,
+            self.partition,
+            ids.join(",")
+        ))
+    }
+}
+
+/// Decides a table's prebuild, merge and compact jobs from its `[compaction]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct PlanArgs {
+    /// The table.
+    #[arg(long)]
+    pub table: String,
+    /// Enqueue the planned jobs (the default); `--dry-run` only reports them.
+    #[serde(default = "yes")]
+    #[arg(long = "dry-run", action = clap::ArgAction::SetFalse)]
+    pub submit: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl JobArgs for PlanArgs {
+    const KIND: &'static str = "plan";
+    const ABOUT: &'static str =
+        "Decide a table's prebuild, merge and compact jobs from its compaction settings and enqueue them";
+
+    fn validate(&self) -> Result<(), String> {
+        check_table(&self.table)
+    }
+
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("plan:{}", self.table))
+    }
+}
+
+/// Default grace period of `gc`: longer than any job's lease and retries.
+pub const DEFAULT_GRACE_SECONDS: f64 = 3600.0;
+/// Default lifetime of an unregistered ingest's sequence reservation: longer than any ingest.
+pub const DEFAULT_RESERVATION_TTL_SECONDS: f64 = 86400.0;
+
+/// Collects a table's garbage: retired segments, superseded snapshots, orphaned objects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct GcArgs {
+    /// The table.
+    #[arg(long)]
+    pub table: String,
+    /// Keep retired objects at least this long, so readers that started before they were
+    /// retired can finish (e.g. 1h, 30m, 0).
+    #[serde(default = "default_grace")]
+    #[arg(long = "grace", value_parser = parse_seconds, default_value = "1h")]
+    pub grace_seconds: f64,
+    /// Release sequence reservations of ingests that have not registered for this long.
+    #[serde(default = "default_reservation_ttl")]
+    #[arg(long = "reservation-ttl", value_parser = parse_seconds, default_value = "1d")]
+    pub reservation_ttl_seconds: f64,
+}
+
+fn default_grace() -> f64 {
+    DEFAULT_GRACE_SECONDS
+}
+
+fn default_reservation_ttl() -> f64 {
+    DEFAULT_RESERVATION_TTL_SECONDS
+}
+
+impl JobArgs for GcArgs {
+    const KIND: &'static str = "gc";
+    const ABOUT: &'static str =
+        "Delete a table's retired segments, superseded snapshots and orphaned objects after a grace period";
+
+    fn validate(&self) -> Result<(), String> {
+        check_table(&self.table)?;
+        check_seconds("grace_seconds", self.grace_seconds)?;
+        check_seconds("reservation_ttl_seconds", self.reservation_ttl_seconds)
+    }
+
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("gc:{}", self.table))
+    }
+}
+
+/// Does nothing (diagnostic: smoke tests and the queue benchmark).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct NoopArgs {
+    /// A free-form note, kept with the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+impl JobArgs for NoopArgs {
+    const KIND: &'static str = "noop";
+    const ABOUT: &'static str = "Do nothing (diagnostic: smoke tests and the queue benchmark)";
+}
+
+/// Waits, then succeeds (diagnostic: leases, cancellation, shutdown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct SleepArgs {
+    /// How long to wait, in seconds or as a duration (e.g. 1.5, 30s).
+    #[arg(long, value_parser = parse_seconds)]
+    pub seconds: f64,
+}
+
+impl JobArgs for SleepArgs {
+    const KIND: &'static str = "sleep";
+    const ABOUT: &'static str =
+        "Wait, then succeed (diagnostic: leases, cancellation and shutdown)";
+
+    fn validate(&self) -> Result<(), String> {
+        if !(self.seconds.is_finite() && self.seconds >= 0.0) {
+            return Err(format!(
+                "`seconds` must be a duration of 0 or more, got {}",
+                self.seconds
+            ));
+        }
+        if self.seconds > 86_400.0 {
+            return Err("`seconds` must be at most one day".into());
+        }
+        Ok(())
+    }
+}
+
+/// Fails on purpose (diagnostic: retries, discards and panics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct FailArgs {
+    /// The error message.
+    #[serde(default = "default_message")]
+    #[arg(long, default_value = "failed on purpose")]
+    pub message: String,
+    /// Fail permanently: the job is discarded at once instead of retried.
+    #[serde(default)]
+    #[arg(long)]
+    pub permanent: bool,
+    /// Panic instead of returning an error.
+    #[serde(default)]
+    #[arg(long)]
+    pub panic: bool,
+    /// Succeed from this attempt on (to watch retries end well).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub succeed_on_attempt: Option<i32>,
+}
+
+fn default_message() -> String {
+    "failed on purpose".into()
+}
+
+impl JobArgs for FailArgs {
+    const KIND: &'static str = "fail";
+    const ABOUT: &'static str = "Fail on purpose (diagnostic: retries, discards and panics)";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stored_json_and_structs_round_trip() {
+        let merge = MergeArgs {
+            table: "orders".into(),
+            partition: 1,
+            segment_ids: vec![5, 3, 4],
+        };
+        assert_eq!(MergeArgs::from_json(&merge.to_json()).unwrap(), merge);
+        assert_eq!(merge.unique_key().unwrap(), "merge:orders:1:3,4,5");
+        let job = merge.to_job();
+        assert_eq!(job.kind, "merge");
+        assert_eq!(job.unique_key.as_deref(), Some("merge:orders:1:3,4,5"));
+    }
+
+    #[test]
+    fn defaults_and_validation_speak_of_fields() {
+        let gc = GcArgs::from_json(&json!({"table": "orders"})).unwrap();
+        assert_eq!(gc.grace_seconds, DEFAULT_GRACE_SECONDS);
+        let err = GcArgs::from_json(&json!({"table": "orders", "grace_seconds": -1})).unwrap_err();
+        assert!(err.contains("grace_seconds"), "{err}");
+        let err = MergeArgs::from_json(&json!({"table": "t", "partition": 0, "segment_ids": [1]}))
+            .unwrap_err();
+        assert!(err.contains("two or more"), "{err}");
+        let err = PrebuildArgs::from_json(&json!({"table": "t"})).unwrap_err();
+        assert!(err.contains("partition"), "{err}");
+        assert!(PlanArgs::from_json(&json!({"table": "t"})).unwrap().submit);
+    }
+
+    #[test]
+    fn durations_are_seconds_or_humane() {
+        assert_eq!(parse_seconds("90").unwrap(), 90.0);
+        assert_eq!(parse_seconds("1h").unwrap(), 3600.0);
+        assert_eq!(parse_seconds("1.5").unwrap(), 1.5);
+        assert!(parse_seconds("soon")
+            .unwrap_err()
+            .contains("not a duration"));
+    }
+}

@@ -5,12 +5,14 @@
 //! files, retries with jittered backoff for transient failures, and the layout of object keys.
 
 mod checksum;
+mod error;
 pub mod layout;
 mod retry;
 mod verified;
 
 use checksum::copy_and_hash;
 pub use checksum::{sha256_file, sha256_hex};
+pub use error::StorageError;
 use retry::retry;
 pub use verified::Expected;
 
@@ -31,52 +33,6 @@ use tokio::io::AsyncReadExt;
 /// Files above this size are uploaded in parts, streamed from disk.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 const PART_SIZE: usize = 8 * 1024 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("bad object store URL `{url}`: {message}")]
-    BadUrl { url: String, message: String },
-    #[error("object `{key}` is missing from the store {store}; was it deleted by hand, or is --store pointing at the wrong place?")]
-    NotFound { key: String, store: String },
-    #[error("object `{key}` already exists in {store} with other content; objects are write-once, so this is a naming bug or a foreign writer")]
-    AlreadyExists { key: String, store: String },
-    #[error("object store {store} failed on `{key}` ({operation}): {source}")]
-    Store {
-        store: String,
-        key: String,
-        operation: &'static str,
-        source: Box<object_store::Error>,
-    },
-    #[error("object `{key}` in {store} does not match its checksum: it has checksum {actual}{size}, the catalog or manifest recorded {expected}; it was changed or damaged: restore the object from a backup (retrying cannot help)")]
-    ChecksumMismatch {
-        key: String,
-        store: String,
-        expected: String,
-        actual: String,
-        /// Empty, or how the size differs from the recorded one (" and 3 bytes where 4 were
-        /// recorded").
-        size: String,
-    },
-    #[error("local file {path}: {source}")]
-    Local {
-        path: String,
-        source: std::io::Error,
-    },
-}
-
-impl crate::error::Permanence for StorageError {
-    /// A missing, damaged or foreign object stays so however often it is read; a bad URL stays
-    /// bad. Store and local I/O failures may pass.
-    fn is_permanent(&self) -> bool {
-        match self {
-            StorageError::BadUrl { .. }
-            | StorageError::NotFound { .. }
-            | StorageError::AlreadyExists { .. }
-            | StorageError::ChecksumMismatch { .. } => true,
-            StorageError::Store { .. } | StorageError::Local { .. } => false,
-        }
-    }
-}
 
 /// An object store rooted at the URL's prefix. Cheap to clone.
 #[derive(Clone)]

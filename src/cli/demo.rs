@@ -132,6 +132,7 @@ async fn compact_and_merge(context: &Context, table: &TableConfig) -> anyhow::Re
     let plan_job = PlanArgs {
         table: table.name.clone(),
         submit: true,
+        job_attempts: None,
     }
     .to_job();
     let plan_id = services.queue.submit(&plan_job).await?.id();

@@ -184,6 +184,10 @@ pub struct PlanArgs {
     #[serde(default = "yes")]
     #[arg(long = "dry-run", action = clap::ArgAction::SetFalse)]
     pub submit: bool,
+    /// Attempts each submitted job gets before it is discarded (default: the queue's, 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub job_attempts: Option<i32>,
 }
 
 fn yes() -> bool {
@@ -196,7 +200,13 @@ impl JobArgs for PlanArgs {
         "Decide a table's prebuild, merge and compact jobs from its compaction settings and enqueue them";
 
     fn validate(&self) -> Result<(), String> {
-        check_table(&self.table)
+        check_table(&self.table)?;
+        match self.job_attempts {
+            Some(attempts) if attempts < 1 => {
+                Err(format!("`job_attempts` must be at least 1, got {attempts}"))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn unique_key(&self) -> Option<String> {

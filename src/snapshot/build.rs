@@ -177,16 +177,35 @@ pub async fn prebuild(
         options,
     )
     .await?;
-    let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
+    report.outcome = publish(catalog, store, &manifest, &prefix, segments, expected).await?;
+    if report.outcome == PrebuildOutcome::Published {
+        report.version = Some(version);
+        report.key_count = manifest.key_count;
+        report.valid_docs = manifest.valid_docs;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Uploads the manifest, then publishes the snapshot by compare-and-swap on the partition's
+/// newest version (`expected`), guarded by the checksums of the segments it covers.
+async fn publish(
+    catalog: &Catalog,
+    store: &Store,
+    manifest: &Manifest,
+    prefix: &str,
+    segments: &[SegmentRow],
+    expected: Option<i64>,
+) -> anyhow::Result<PrebuildOutcome> {
+    let manifest_bytes = serde_json::to_vec_pretty(manifest)?;
     let manifest_key = format!("{prefix}manifest.json");
     store
         .put_once(&manifest_key, Bytes::from(manifest_bytes.clone()))
         .await?;
-
     let new = NewSnapshot {
-        table: table_name.to_string(),
-        partition,
-        version,
+        table: manifest.table.clone(),
+        partition: manifest.partition,
+        version: manifest.version,
         manifest_key,
         manifest_checksum: sha256_hex(&manifest_bytes),
         segments: segments
@@ -197,16 +216,11 @@ pub async fn prebuild(
         valid_docs: manifest.valid_docs as i64,
         queryable_docs: manifest.queryable_docs as i64,
         largest_comparison: manifest.largest_comparison_f64,
-        job_id,
+        job_id: manifest.job_id,
     };
     crate::faults::pause_point("prebuild:before_publish").await;
-    report.outcome = match catalog.publish_snapshot(&new, expected).await? {
-        PublishOutcome::Published => {
-            report.version = Some(version);
-            report.key_count = manifest.key_count;
-            report.valid_docs = manifest.valid_docs;
-            PrebuildOutcome::Published
-        }
+    Ok(match catalog.publish_snapshot(&new, expected).await? {
+        PublishOutcome::Published => PrebuildOutcome::Published,
         PublishOutcome::Superseded { current } => {
             tracing::info!(?current, "a newer snapshot was published meanwhile; this one is dropped (its objects are garbage)");
             PrebuildOutcome::Superseded
@@ -219,9 +233,7 @@ pub async fn prebuild(
             );
             PrebuildOutcome::SegmentChanged
         }
-    };
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    })
 }
 
 async fn read_inputs(

@@ -36,7 +36,10 @@ impl TypedTask for Plan {
         let plan = crate::compaction::plan(&context.services, &args.table).await?;
         let mut submitted = Vec::new();
         if args.submit {
-            for job in plan.jobs() {
+            for mut job in plan.jobs() {
+                if let Some(attempts) = args.job_attempts {
+                    job.max_attempts = attempts;
+                }
                 let outcome = context
                     .services
                     .queue

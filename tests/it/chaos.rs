@@ -305,9 +305,10 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
             }
             None => {}
         }
-        // Periodic jobs get the attempts a schedule would give them: a gc takes seconds against
-        // S3 here and a worker dies every few seconds, so five lease expiries in a row (each an
-        // attempt, by design) discarded gc jobs in the 200-kill run.
+        // Periodic jobs, and the jobs a plan submits, get the attempts a schedule would give
+        // them: a gc takes seconds against S3 here and a worker dies every few seconds, so five
+        // lease expiries in a row (each an attempt, by design) discarded gc jobs in the 200-kill
+        // run, and a merge lost to three kills and two connection cuts was discarded once.
         if now >= next_plan {
             submit(&[
                 "job",
@@ -315,6 +316,8 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
                 "plan",
                 "--table",
                 "orders",
+                "--job-attempts",
+                "20",
                 "--max-attempts",
                 "20",
             ]);
@@ -366,7 +369,15 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
     // Drain: plan until nothing is left to do and the queue is empty.
     let drain_deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        submit(&["job", "submit", "plan", "--table", "orders"]);
+        submit(&[
+            "job",
+            "submit",
+            "plan",
+            "--table",
+            "orders",
+            "--job-attempts",
+            "20",
+        ]);
         std::thread::sleep(Duration::from_secs(2));
         let counts = job_counts(&env);
         let plan =

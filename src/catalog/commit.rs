@@ -160,7 +160,11 @@ async fn status(pool: &PgPool, xid: i64) -> Result<Option<Learned>, sqlx::Error>
         Some("in progress") => None,
         // NULL: the id is too old to be known, which seconds after the write cannot happen.
         other => {
-            tracing::warn!(xid, status = ?other, "unexpected transaction status");
+            tracing::warn!(
+                xid,
+                status = other.unwrap_or("null"),
+                "unexpected transaction status"
+            );
             None
         }
     })

@@ -61,6 +61,21 @@ pub enum CompactionOutcome {
     SequenceGap,
 }
 
+impl std::fmt::Display for CompactionOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CompactionOutcome::Compacted => "compacted",
+            CompactionOutcome::Merged => "merged",
+            CompactionOutcome::Dropped => "dropped",
+            CompactionOutcome::NothingToCompact => "nothing_to_compact",
+            CompactionOutcome::NotOnline => "not_online",
+            CompactionOutcome::NotCovered => "not_covered",
+            CompactionOutcome::InputChanged => "input_changed",
+            CompactionOutcome::SequenceGap => "sequence_gap",
+        })
+    }
+}
+
 /// The newest published snapshot of a partition, its manifest read and checksum-verified.
 pub(crate) struct CoveringSnapshot {
     pub version: i64,

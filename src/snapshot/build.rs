@@ -77,6 +77,18 @@ pub enum PrebuildOutcome {
     SegmentChanged,
 }
 
+impl std::fmt::Display for PrebuildOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PrebuildOutcome::Published => "published",
+            PrebuildOutcome::Superseded => "superseded",
+            PrebuildOutcome::UpToDate => "up_to_date",
+            PrebuildOutcome::NoSegments => "no_segments",
+            PrebuildOutcome::SegmentChanged => "segment_changed",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PrebuildReport {
     pub table: String,
@@ -222,7 +234,10 @@ async fn publish(
     Ok(match catalog.publish_snapshot(&new, expected).await? {
         PublishOutcome::Published => PrebuildOutcome::Published,
         PublishOutcome::Superseded { current } => {
-            tracing::info!(?current, "a newer snapshot was published meanwhile; this one is dropped (its objects are garbage)");
+            tracing::info!(
+                current = current.unwrap_or_default(),
+                "a newer snapshot was published meanwhile; this one is dropped (its objects are garbage)"
+            );
             PrebuildOutcome::Superseded
         }
         PublishOutcome::SegmentChanged { segment_id } => {

@@ -25,7 +25,7 @@ impl TypedTask for Compact {
             context.queued_job_id(),
         )
         .await?;
-        tracing::info!(table = %report.table, segment = report.segment_id, outcome = ?report.outcome,
+        tracing::info!(table = %report.table, segment = report.segment_id, outcome = %report.outcome,
             rows_before = report.rows_before, rows_after = report.rows_after, "compaction finished");
         Ok(report)
     }

@@ -22,7 +22,7 @@ impl TypedTask for Merge {
             context.queued_job_id(),
         )
         .await?;
-        tracing::info!(table = %report.table, partition = report.partition, outcome = ?report.outcome,
+        tracing::info!(table = %report.table, partition = report.partition, outcome = %report.outcome,
             rows_before = report.rows_before, rows_after = report.rows_after, "merge finished");
         Ok(report)
     }

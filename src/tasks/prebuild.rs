@@ -48,7 +48,7 @@ impl TypedTask for Prebuild {
             }
         };
         tracing::info!(
-            table = %report.table, partition = report.partition, outcome = ?report.outcome,
+            table = %report.table, partition = report.partition, outcome = %report.outcome,
             version = report.version, keys = report.key_count, seconds = report.seconds, "prebuild finished"
         );
         Ok(report)

@@ -195,7 +195,7 @@ pub(super) async fn completer(
                             .map(|b| b.0)
                             .filter(|id| !completed.contains(id))
                             .collect();
-                        tracing::warn!(jobs = ?lost, "results dropped: these jobs lost their lease before completing");
+                        tracing::warn!(jobs = %ids(&lost), "results dropped: these jobs lost their lease before completing");
                     }
                     break;
                 }
@@ -229,7 +229,7 @@ async fn completed_before(
         }
     }
     if !learned.is_empty() {
-        tracing::info!(jobs = ?learned, "completions whose answer was lost had committed");
+        tracing::info!(jobs = %ids(&learned), "completions whose answer was lost had committed");
     }
     learned
 }
@@ -240,4 +240,12 @@ async fn sleep_or_stop(stop: &CancellationToken, duration: Duration) -> bool {
         _ = stop.cancelled() => true,
         _ = tokio::time::sleep(duration) => false,
     }
+}
+
+/// Job ids as a person reads them: `3, 4, 5`.
+fn ids(ids: &[i64]) -> String {
+    ids.iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -463,6 +463,11 @@ async fn job_cli_round_trip() {
     .await;
     sigterm(&worker);
     wait_exit(&mut worker, Duration::from_secs(15));
+    let log = env.log("worker");
+    assert!(
+        log.contains("worker started") && !log.contains('\x1b'),
+        "plain logs, no colour codes, when stderr is not a terminal:\n{log}"
+    );
     let pruned = env.ok(&["job", "prune", "--older-than", "0s"]);
     assert!(pruned.contains("pruned 2 finished jobs"), "{pruned}");
 

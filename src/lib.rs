@@ -16,6 +16,7 @@ pub mod loader;
 pub mod logging;
 pub mod queue;
 pub mod scan;
+pub mod schedule;
 pub mod segment;
 pub mod snapshot;
 pub mod staging;

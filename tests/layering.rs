@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// layers below; never one above.
 const LAYERS: &[&[&str]] = &[
     &["cli"],
-    &["worker", "logging", "devdb"],
+    &["worker", "schedule", "logging", "devdb"],
     &["tasks"],
     &["compaction", "gc", "loader", "scan", "ingest", "config"],
     &["job"],

@@ -6,7 +6,8 @@ use clap::error::ErrorKind;
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, Subcommand};
 
 use crate::job::args::{
-    CompactArgs, FailArgs, GcArgs, MergeArgs, NoopArgs, PlanArgs, PrebuildArgs, SleepArgs,
+    CompactArgs, FailArgs, GcArgs, MergeArgs, NoopArgs, PlanArgs, PrebuildArgs, PruneArgs,
+    SleepArgs,
 };
 use crate::job::JobArgs;
 use crate::queue::NewJob;
@@ -23,6 +24,7 @@ pub enum KindCommand {
     Merge(Given<MergeArgs>),
     Plan(Given<PlanArgs>),
     Gc(Given<GcArgs>),
+    Prune(Given<PruneArgs>),
     Noop(Given<NoopArgs>),
     Sleep(Given<SleepArgs>),
     Fail(Given<FailArgs>),
@@ -40,6 +42,7 @@ impl KindCommand {
             KindCommand::Merge(Given(args)) => args.to_job(),
             KindCommand::Plan(Given(args)) => args.to_job(),
             KindCommand::Gc(Given(args)) => args.to_job(),
+            KindCommand::Prune(Given(args)) => args.to_job(),
             KindCommand::Noop(Given(args)) => args.to_job(),
             KindCommand::Sleep(Given(args)) => args.to_job(),
             KindCommand::Fail(Given(args)) => args.to_job(),

@@ -8,6 +8,7 @@ mod ingest;
 mod job;
 mod kinds;
 mod output;
+mod schedule;
 mod segment;
 mod snapshot;
 mod table;
@@ -58,6 +59,11 @@ pub enum Command {
     Run(job::RunArgs),
     /// Run the worker pool: take jobs from the queue until SIGTERM/SIGINT.
     Worker(worker::WorkerArgs),
+    /// Run the scheduler: submit the jobs of jobs/*.toml on their ticks (one instance leads).
+    Scheduler(schedule::SchedulerArgs),
+    /// Inspect schedules.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Benchmarks that print their figures and write them to a file.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -92,6 +98,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(command) => job::run(&context, command).await,
         Command::Run(args) => job::run_inline(&context, args).await,
         Command::Worker(args) => worker::run(&context, args).await,
+        Command::Scheduler(args) => schedule::run_scheduler(&context, args).await,
+        Command::Schedule(command) => schedule::run(&context, command).await,
         Command::Bench(command) => bench::run(&context, command).await,
         Command::Dev(command) => dev::run(command),
         Command::Demo(args) => demo::run(&context, args).await,

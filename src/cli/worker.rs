@@ -94,7 +94,7 @@ pub async fn run(context: &Context, args: WorkerArgs) -> anyhow::Result<()> {
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.
-async fn signal_shutdown(shutdown: CancellationToken) {
+pub(super) async fn signal_shutdown(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

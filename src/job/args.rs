@@ -18,6 +18,9 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
     const KIND: &'static str;
     /// One line: what a job of this kind does.
     const ABOUT: &'static str;
+    /// Whether the kind works on one table (has a `table` argument): schedules select tables
+    /// for it.
+    const PER_TABLE: bool = false;
 
     /// Checks what serde cannot; the message names the field and the fix.
     fn validate(&self) -> Result<(), String> {
@@ -85,6 +88,7 @@ pub struct PrebuildArgs {
 
 impl JobArgs for PrebuildArgs {
     const KIND: &'static str = "prebuild";
+    const PER_TABLE: bool = true;
     const ABOUT: &'static str =
         "Build and publish a partition's snapshot (validDocIds bitmaps and key-metadata SST files)";
 
@@ -112,6 +116,7 @@ pub struct CompactArgs {
 
 impl JobArgs for CompactArgs {
     const KIND: &'static str = "compact";
+    const PER_TABLE: bool = true;
     const ABOUT: &'static str =
         "Rewrite one segment without its superseded rows and swap it in atomically";
 
@@ -141,6 +146,7 @@ pub struct MergeArgs {
 
 impl JobArgs for MergeArgs {
     const KIND: &'static str = "merge";
+    const PER_TABLE: bool = true;
     const ABOUT: &'static str =
         "Merge consecutive small segments of a partition into one holding only their valid rows";
 
@@ -196,6 +202,7 @@ fn yes() -> bool {
 
 impl JobArgs for PlanArgs {
     const KIND: &'static str = "plan";
+    const PER_TABLE: bool = true;
     const ABOUT: &'static str =
         "Decide a table's prebuild, merge and compact jobs from its compaction settings and enqueue them";
 
@@ -247,6 +254,7 @@ fn default_reservation_ttl() -> f64 {
 
 impl JobArgs for GcArgs {
     const KIND: &'static str = "gc";
+    const PER_TABLE: bool = true;
     const ABOUT: &'static str =
         "Delete a table's retired segments, superseded snapshots and orphaned objects after a grace period";
 
@@ -258,6 +266,46 @@ impl JobArgs for GcArgs {
 
     fn unique_key(&self) -> Option<String> {
         Some(format!("gc:{}", self.table))
+    }
+}
+
+/// Deletes finished jobs older than a retention, in batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct PruneArgs {
+    /// Delete jobs finished longer ago than this (e.g. 7d, 12h).
+    #[serde(default = "default_retention")]
+    #[arg(long = "older-than", value_parser = parse_seconds, default_value = "7d")]
+    pub older_than_seconds: f64,
+    /// Jobs deleted per statement.
+    #[serde(default = "default_batch")]
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+}
+
+fn default_retention() -> f64 {
+    7.0 * 86400.0
+}
+
+fn default_batch() -> usize {
+    1000
+}
+
+impl JobArgs for PruneArgs {
+    const KIND: &'static str = "prune";
+    const ABOUT: &'static str =
+        "Delete finished jobs older than a retention (keeps the jobs table small)";
+
+    fn validate(&self) -> Result<(), String> {
+        check_seconds("older_than_seconds", self.older_than_seconds)?;
+        if self.batch == 0 {
+            return Err("`batch` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn unique_key(&self) -> Option<String> {
+        Some("prune".into())
     }
 }
 

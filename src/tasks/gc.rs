@@ -1,4 +1,4 @@
-//! The `gc` job: collect a table's garbage (see `crate::gc`).
+//! The `gc` job: collect a table's garbage (see `crate::gc`); and `prune`, the jobs table's.
 
 use std::time::Duration;
 
@@ -27,5 +27,29 @@ impl TypedTask for Gc {
         tracing::info!(table = %report.table, segments = report.segments_collected, snapshots = report.snapshots_collected,
             orphans = report.orphans_deleted, "gc finished");
         Ok(report)
+    }
+}
+
+/// The `prune` job: finished jobs older than the retention leave the jobs table.
+pub struct Prune;
+
+#[async_trait]
+impl TypedTask for Prune {
+    type Args = crate::job::args::PruneArgs;
+    type Output = serde_json::Value;
+
+    async fn run(
+        &self,
+        context: &JobContext,
+        args: crate::job::args::PruneArgs,
+    ) -> Result<serde_json::Value, JobError> {
+        let deleted = context
+            .services
+            .queue
+            .prune(Duration::from_secs_f64(args.older_than_seconds), args.batch)
+            .await
+            .map_err(anyhow::Error::from)?;
+        tracing::info!(deleted, "finished jobs pruned");
+        Ok(serde_json::json!({ "deleted": deleted }))
     }
 }

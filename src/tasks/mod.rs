@@ -39,6 +39,9 @@ pub trait Task: Send + Sync {
     /// One line: what a job of this kind does.
     fn about(&self) -> &'static str;
 
+    /// Whether the kind works on one table (see `JobArgs::PER_TABLE`).
+    fn per_table(&self) -> bool;
+
     /// Parses and validates `args` into a queue row with the kind's default unique key; the
     /// message says what is wrong and how to fix it.
     fn prepare(&self, args: Value) -> Result<NewJob, String>;
@@ -58,6 +61,10 @@ impl<T: TypedTask> Task for Adapter<T> {
 
     fn about(&self) -> &'static str {
         T::Args::ABOUT
+    }
+
+    fn per_table(&self) -> bool {
+        T::Args::PER_TABLE
     }
 
     fn prepare(&self, args: Value) -> Result<NewJob, String> {
@@ -110,6 +117,7 @@ impl Registry {
         registry.register(Adapter(merge::Merge));
         registry.register(Adapter(plan::Plan));
         registry.register(Adapter(gc::Gc));
+        registry.register(Adapter(gc::Prune));
         registry.register(Adapter(diagnostic::Noop));
         registry.register(Adapter(diagnostic::Sleep));
         registry.register(Adapter(diagnostic::Fail));

@@ -17,6 +17,7 @@ mod pipeline;
 mod proxy;
 mod queue;
 mod readers;
+mod scheduler;
 mod snapshot;
 mod snapshot_bad_input;
 mod worker;

@@ -349,7 +349,7 @@ async fn job_cli_rejects_bad_input_and_enqueues_nothing() {
     let cases: [(&[&str], &str); 6] = [
         (
             &["job", "submit", "frobnicate"],
-            "unknown job kind `frobnicate`; known kinds: compact, fail, gc, merge, noop, plan, prebuild, sleep",
+            "unknown job kind `frobnicate`; known kinds: compact, fail, gc, merge, noop, plan, prebuild, prune, sleep",
         ),
         (
             &["job", "submit", "sleep", "--args", "{seconds: 1}"],
@@ -486,7 +486,7 @@ fn help_names_every_kind_and_flag() {
         String::from_utf8(output.stdout).unwrap()
     };
     let kinds = [
-        "prebuild", "compact", "merge", "plan", "gc", "noop", "sleep", "fail",
+        "prebuild", "compact", "merge", "plan", "gc", "prune", "noop", "sleep", "fail",
     ];
     for command in [&["run", "--help"][..], &["job", "submit", "--help"]] {
         let text = help(command);

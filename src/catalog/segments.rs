@@ -134,24 +134,7 @@ pub struct SegmentRow {
     pub created_at: DateTime<Utc>,
 }
 
-// The state column is text; a state this minion does not know (written by a newer one) is a
-// decode error that says so.
-impl sqlx::Type<sqlx::Postgres> for SegmentState {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
-    }
-
-    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
-    }
-}
-
-impl<'r> sqlx::Decode<'r, sqlx::Postgres> for SegmentState {
-    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
-        Ok(SegmentState::parse(text)?)
-    }
-}
+crate::queue::text_column_enum!(SegmentState, SegmentState::parse);
 
 impl Catalog {
     /// One segment by id, whatever its state.

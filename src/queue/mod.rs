@@ -6,6 +6,7 @@
 mod model;
 pub mod sql;
 
+pub(crate) use model::text_column_enum;
 pub use model::{CancelOutcome, ClaimedJob, JobRow, JobState, NewJob, QueueError, Submitted};
 
 use std::time::Duration;

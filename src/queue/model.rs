@@ -73,31 +73,47 @@ impl std::fmt::Display for JobState {
     }
 }
 
-// The queue's statements read states as text (`state::text`); a state this minion does not know
-// (written by a newer one) is a decode error that says so, never a panic or a silent `None`.
-impl sqlx::Type<sqlx::Postgres> for JobState {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
-    }
+/// Reads a text column into an enum through `$parse: fn(&str) -> Result<Self, String>`: text
+/// this minion does not know (written by a newer one) is a decode error with `$parse`'s message,
+/// never a panic or a silent `None`.
+macro_rules! text_column_enum {
+    ($type:ty, $parse:path) => {
+        impl sqlx::Type<sqlx::Postgres> for $type {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
 
-    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
-    }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $type {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok($parse(text)?)
+            }
+        }
+    };
 }
+pub(crate) use text_column_enum;
 
-impl<'r> sqlx::Decode<'r, sqlx::Postgres> for JobState {
-    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+impl JobState {
+    /// A state as the queue's statements read it (`state::text`).
+    fn from_column(text: &str) -> Result<JobState, String> {
         JobState::parse(text).ok_or_else(|| {
             let known: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
             format!(
                 "unknown job state `{text}` in the jobs table (this minion knows {}); is a newer minion writing to this catalog? Upgrade this one",
                 known.join(", ")
             )
-            .into()
         })
     }
 }
+
+text_column_enum!(JobState, JobState::from_column);
 
 /// A job to insert.
 #[derive(Debug, Clone)]

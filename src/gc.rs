@@ -24,6 +24,8 @@ pub struct GcReport {
     pub snapshots_collected: u64,
     pub orphans_deleted: u64,
     pub objects_deleted: u64,
+    /// Bytes of the objects deleted (segment key runs are counted as objects, not bytes).
+    pub bytes_deleted: u64,
     /// Unknown objects younger than the grace period, left for a later run.
     pub orphans_too_young: u64,
     /// Sequence reservations of ingests that are gone (lease run out) or older than the
@@ -56,7 +58,9 @@ pub async fn gc(
         .collect();
     for snapshot in &superseded {
         let prefix = snapshot_dir(&snapshot.manifest_key);
-        report.objects_deleted += delete_prefix(store, &prefix).await?;
+        let (objects, bytes) = delete_prefix(store, &prefix).await?;
+        report.objects_deleted += objects;
+        report.bytes_deleted += bytes;
         crate::faults::pause_point("gc:after_snapshot_objects").await;
         if catalog
             .delete_snapshot(table_name, snapshot.partition, snapshot.version)
@@ -73,6 +77,7 @@ pub async fn gc(
         store.delete(&segment.object_key).await?;
         store.delete(&run).await?;
         report.objects_deleted += 2;
+        report.bytes_deleted += segment.byte_size as u64;
         crate::faults::pause_point("gc:after_segment_objects").await;
         if catalog.delete_retired_segment(segment.id).await? {
             report.segments_collected += 1;
@@ -107,6 +112,7 @@ pub async fn gc(
         store.delete(&key).await?;
         report.orphans_deleted += 1;
         report.objects_deleted += 1;
+        report.bytes_deleted += object.size;
     }
     Ok(report)
 }
@@ -119,10 +125,13 @@ fn snapshot_dir(manifest_key: &str) -> String {
     }
 }
 
-async fn delete_prefix(store: &Store, prefix: &str) -> anyhow::Result<u64> {
+/// Deletes every object under `prefix`; returns how many and their bytes.
+async fn delete_prefix(store: &Store, prefix: &str) -> anyhow::Result<(u64, u64)> {
     let objects = store.list(prefix).await?;
+    let mut bytes = 0;
     for object in &objects {
         store.delete(object.location.as_ref()).await?;
+        bytes += object.size;
     }
-    Ok(objects.len() as u64)
+    Ok((objects.len() as u64, bytes))
 }

@@ -106,21 +106,30 @@ pub struct TtlConfig {
     pub metadata_ttl: Option<f64>,
 }
 
+/// When and how a table's segments are compacted and merged: Pinot's UpsertCompactionTask and
+/// UpsertCompactMergeTask generator settings (README, "Compaction settings").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompactionConfig {
     /// A segment is compacted once at least this fraction of its rows is invalid...
     pub invalid_ratio_threshold: f64,
-    /// ...and at least this many rows are invalid.
+    /// ...and at least this many rows are invalid (both must hold).
     pub invalid_count_threshold: u64,
     /// Segments younger than this (milliseconds since creation) are left alone.
     pub buffer_period_ms: u64,
-    /// Merge stops adding inputs once the output would exceed this many rows.
+    /// Records per merged output segment: merge stops adding inputs once the output's valid
+    /// rows would exceed this (Pinot's maxNumRecordsPerSegment).
     pub target_segment_rows: u64,
-    /// Upper bound on compaction tasks generated per table and scheduler run.
-    pub max_tasks_per_table: u32,
-    /// Upper bound on segments merged by one merge task.
+    /// Records one merge task may read, valid or not (Pinot's maxNumRecordsPerTask).
+    pub max_records_per_merge_task: u64,
+    /// Upper bound on segments merged by one merge task (Pinot's maxNumSegmentsPerTask).
     pub max_segments_per_merge: u32,
+    /// A merge group with fewer segments is not merged (its segments may still be compacted).
+    pub min_segments_per_merge: u32,
+    /// Upper bound on compact and merge tasks generated per table and plan.
+    pub max_tasks_per_table: u32,
+    /// No new compact or merge tasks for a table while earlier ones are unfinished.
+    pub skip_while_unfinished: bool,
 }
 
 impl Default for CompactionConfig {
@@ -130,9 +139,119 @@ impl Default for CompactionConfig {
             invalid_count_threshold: 1,
             buffer_period_ms: 0,
             target_segment_rows: 5_000_000,
-            max_tasks_per_table: 10,
+            max_records_per_merge_task: 20_000_000,
             max_segments_per_merge: 10,
+            min_segments_per_merge: 2,
+            max_tasks_per_table: 10,
+            skip_while_unfinished: true,
         }
+    }
+}
+
+/// Overrides of a table's `[compaction]` settings for one plan (a schedule's
+/// `[schedule.args.compaction]`, or `minion job submit plan --invalid-ratio-threshold ...`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct CompactionOverrides {
+    /// Instead of the table's `compaction.invalid_ratio_threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub invalid_ratio_threshold: Option<f64>,
+    /// Instead of the table's `compaction.invalid_count_threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub invalid_count_threshold: Option<u64>,
+    /// Instead of the table's `compaction.buffer_period_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub buffer_period_ms: Option<u64>,
+    /// Instead of the table's `compaction.target_segment_rows`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub target_segment_rows: Option<u64>,
+    /// Instead of the table's `compaction.max_records_per_merge_task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub max_records_per_merge_task: Option<u64>,
+    /// Instead of the table's `compaction.max_segments_per_merge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub max_segments_per_merge: Option<u32>,
+    /// Instead of the table's `compaction.min_segments_per_merge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub min_segments_per_merge: Option<u32>,
+    /// Instead of the table's `compaction.max_tasks_per_table`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub max_tasks_per_table: Option<u32>,
+    /// Instead of the table's `compaction.skip_while_unfinished`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub skip_while_unfinished: Option<bool>,
+}
+
+impl CompactionOverrides {
+    pub fn is_empty(&self) -> bool {
+        self == &CompactionOverrides::default()
+    }
+
+    /// The table's settings with these overrides applied, checked as a table file's would be.
+    pub fn apply(&self, base: &CompactionConfig) -> Result<CompactionConfig, String> {
+        let mut c = base.clone();
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(value) = self.$field { c.$field = value; } )* };
+        }
+        set!(
+            invalid_ratio_threshold,
+            invalid_count_threshold,
+            buffer_period_ms,
+            target_segment_rows,
+            max_records_per_merge_task,
+            max_segments_per_merge,
+            min_segments_per_merge,
+            max_tasks_per_table,
+            skip_while_unfinished
+        );
+        c.check()
+            .map_err(|(field, message)| format!("`compaction.{field}`: {message}"))?;
+        Ok(c)
+    }
+}
+
+impl CompactionConfig {
+    /// The field at fault and why.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..=1.0).contains(&self.invalid_ratio_threshold) {
+            return Err((
+                "invalid_ratio_threshold",
+                format!(
+                    "must be between 0 and 1, got {}",
+                    self.invalid_ratio_threshold
+                ),
+            ));
+        }
+        if self.target_segment_rows == 0 {
+            return Err(("target_segment_rows", "must be at least 1".into()));
+        }
+        if self.max_records_per_merge_task == 0 {
+            return Err(("max_records_per_merge_task", "must be at least 1".into()));
+        }
+        if self.max_segments_per_merge < 2 {
+            return Err(("max_segments_per_merge", "must be at least 2".into()));
+        }
+        if self.min_segments_per_merge < 2
+            || self.min_segments_per_merge > self.max_segments_per_merge
+        {
+            return Err((
+                "min_segments_per_merge",
+                format!(
+                    "must be between 2 and max_segments_per_merge ({}), got {}",
+                    self.max_segments_per_merge, self.min_segments_per_merge
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -316,27 +435,8 @@ impl TableConfig {
                 "needs a delete_column; set one or remove the TTL".into(),
             );
         }
-        let compaction = &self.compaction;
-        if !(0.0..=1.0).contains(&compaction.invalid_ratio_threshold) {
-            return fail(
-                "compaction.invalid_ratio_threshold",
-                format!(
-                    "must be between 0 and 1, got {}",
-                    compaction.invalid_ratio_threshold
-                ),
-            );
-        }
-        if compaction.target_segment_rows == 0 {
-            return fail(
-                "compaction.target_segment_rows",
-                "must be at least 1".into(),
-            );
-        }
-        if compaction.max_segments_per_merge < 2 {
-            return fail(
-                "compaction.max_segments_per_merge",
-                "must be at least 2".into(),
-            );
+        if let Err((field, message)) = self.compaction.check() {
+            return fail(&format!("compaction.{field}"), message);
         }
         Ok(())
     }

@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 /// layers below; never one above.
 const LAYERS: &[&[&str]] = &[
     &["cli"],
+    &["service", "status"],
     &["worker", "schedule", "logging", "devdb"],
     &["tasks"],
     &["compaction", "gc", "loader", "scan", "ingest", "config"],
     &["job"],
     &["snapshot"],
     &["catalog", "segment", "storage", "queue", "staging"],
-    &["table", "keys", "faults", "error"],
+    &["table", "keys", "faults", "error", "telemetry"],
 ];
 
 type Graph = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;

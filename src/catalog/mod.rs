@@ -8,6 +8,7 @@ mod replace;
 mod reservations;
 mod segments;
 pub mod snapshots;
+pub mod stats;
 pub mod tables;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub use replace::{ReplaceOutcome, SequenceGuard};
 pub use reservations::{IngestRegistration, ReservationLease};
 pub use segments::{NewSegment, SegmentRow, SegmentState};
 pub use snapshots::{NewSnapshot, PublishOutcome, SnapshotRow};
+pub use stats::{PartitionStats, TableStats};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -124,10 +126,15 @@ impl Catalog {
         Ok(())
     }
 
+    /// The newest migration this binary knows (what `minion migrate` brings a catalog to).
+    pub fn migration_version() -> i64 {
+        MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
     /// Fails unless every migration this binary knows has been applied, so a worker never runs
     /// against an older schema.
     pub async fn check_migrated(&self) -> Result<(), CatalogError> {
-        let needed = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let needed = Self::migration_version();
         let applied: Result<(Option<i64>,), sqlx::Error> =
             sqlx::query_as("SELECT max(version) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&self.pool)

@@ -119,7 +119,76 @@ pub async fn run(context: &Context, args: DemoArgs) -> anyhow::Result<()> {
     print_segments(&segments);
     prebuild_through_the_queue(context, &table).await?;
     bootstrap_both_ways(context, &table).await?;
-    compact_and_merge(context, &table).await
+    compact_and_merge(context, &table).await?;
+    schedule_a_few_ticks(context).await
+}
+
+/// The schedule the demo runs in step 9: what jobs/plan.toml does every 5 minutes, every 2 s.
+const DEMO_SCHEDULE: &str = r#"
+[[schedule]]
+name = "demo-plan"
+cron = "*/2 * * * * *"
+kind = "plan"
+tables = ["orders"]
+"#;
+
+/// Step 9: the scheduler and a worker pool side by side for a few ticks, as a cluster runs them
+/// (`minion scheduler` and `minion worker`), then `minion status` while both are up.
+async fn schedule_a_few_ticks(context: &Context) -> anyhow::Result<()> {
+    println!("9. running the scheduler beside the workers for a few ticks (plan every 2 seconds):");
+    let services = context.services().await?;
+    let registry = Registry::standard();
+    let schedules = crate::schedule::spec::parse(
+        std::path::Path::new("demo schedule"),
+        DEMO_SCHEDULE,
+        &registry,
+    )?;
+    let options = crate::schedule::SchedulerOptions {
+        id: "demo-scheduler".into(),
+        lease: Duration::from_secs(6),
+        poll_interval: Duration::from_millis(200),
+        sample_interval: Duration::from_secs(1),
+    };
+    let scheduler =
+        crate::schedule::Scheduler::new(services.catalog.clone(), schedules.clone(), options);
+    let worker = Worker::new(
+        services.clone(),
+        Arc::new(registry),
+        WorkerOptions {
+            id: "demo-worker".into(),
+            concurrency: 2,
+            poll_interval: Duration::from_millis(200),
+            ..WorkerOptions::default()
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let scheduler = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { scheduler.run(shutdown).await })
+    };
+    let worker = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { worker.run(shutdown).await })
+    };
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (runs, _) = crate::schedule::status(services.catalog.pool(), &schedules).await?;
+    for run in &runs {
+        println!(
+            "   schedule `{}` ({}): last tick {}, its jobs {:?}",
+            run.name,
+            run.cron,
+            run.last_tick
+                .map_or("-".into(), |t| t.format("%H:%M:%S").to_string()),
+            run.last_job_ids
+        );
+    }
+    println!("10. `minion status` while they run:");
+    let report = crate::status::gather(&services).await?;
+    super::status::print_report(&report);
+    shutdown.cancel();
+    worker.await?;
+    scheduler.await?;
+    Ok(())
 }
 
 /// Steps 6 to 8: plan, compact and merge through the queue, collect garbage, verify.
@@ -133,6 +202,7 @@ async fn compact_and_merge(context: &Context, table: &TableConfig) -> anyhow::Re
         table: table.name.clone(),
         submit: true,
         job_attempts: None,
+        compaction: Default::default(),
     }
     .to_job();
     let plan_id = services.queue.submit(&plan_job).await?.id();

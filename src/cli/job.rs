@@ -101,6 +101,10 @@ pub struct SubmitOptions {
     /// Attempts before the job is discarded.
     #[arg(long, default_value_t = 5, global = true)]
     pub max_attempts: i32,
+    /// How long each attempt may run before it is cancelled and retried (e.g. 30s, 2h);
+    /// default: the kind's (`minion job kinds`).
+    #[arg(long, value_parser = humantime::parse_duration, global = true)]
+    pub timeout: Option<Duration>,
     /// Print the outcome as JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -111,6 +115,7 @@ pub struct SubmitOptions {
 struct KindInfo {
     kind: &'static str,
     about: &'static str,
+    timeout_seconds: f64,
 }
 
 pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<()> {
@@ -129,6 +134,10 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<()> {
             job.queue = options.queue;
             job.priority = options.priority;
             job.max_attempts = options.max_attempts;
+            if let Some(timeout) = options.timeout {
+                anyhow::ensure!(!timeout.is_zero(), "--timeout must be more than 0");
+                job.timeout = Some(timeout);
+            }
             job.unique_key = options.unique_key.or(job.unique_key);
             let submitted = context.queue().await?.submit(&job).await?;
             if options.json {
@@ -148,6 +157,7 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<()> {
                 .map(|task| KindInfo {
                     kind: task.kind(),
                     about: task.about(),
+                    timeout_seconds: task.timeout().as_secs_f64(),
                 })
                 .collect();
             if json {
@@ -155,9 +165,16 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<()> {
             }
             let rows: Vec<Vec<String>> = kinds
                 .iter()
-                .map(|k| vec![k.kind.to_string(), k.about.to_string()])
+                .map(|k| {
+                    let timeout = Duration::from_secs_f64(k.timeout_seconds);
+                    vec![
+                        k.kind.to_string(),
+                        humantime::format_duration(timeout).to_string(),
+                        k.about.to_string(),
+                    ]
+                })
                 .collect();
-            print_table(&["KIND", "WHAT IT DOES"], &rows);
+            print_table(&["KIND", "TIMEOUT", "WHAT IT DOES"], &rows);
             println!(
                 "\nthe flags of a kind: minion job submit KIND --help (or minion run KIND --help)"
             );
@@ -258,6 +275,9 @@ fn print_job(job: &JobRow) {
     println!("  state:        {}", job.state);
     println!("  attempt:      {}/{}", job.attempt, job.max_attempts);
     println!("  queue:        {} (priority {})", job.queue, job.priority);
+    if let Some(timeout) = job.timeout_seconds {
+        println!("  timeout:      {timeout}s");
+    }
     println!("  args:         {}", job.args);
     println!("  scheduled at: {}", job.scheduled_at);
     if let Some(by) = &job.attempted_by {

@@ -10,7 +10,9 @@ mod kinds;
 mod output;
 mod schedule;
 mod segment;
+mod service;
 mod snapshot;
+mod status;
 mod table;
 mod worker;
 
@@ -64,6 +66,9 @@ pub enum Command {
     /// Inspect schedules.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// The pool at a glance: processes, leader, queue, and per table dead rows, snapshot lag
+    /// and the next plan.
+    Status(status::StatusArgs),
     /// Benchmarks that print their figures and write them to a file.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -100,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => worker::run(&context, args).await,
         Command::Scheduler(args) => schedule::run_scheduler(&context, args).await,
         Command::Schedule(command) => schedule::run(&context, command).await,
+        Command::Status(args) => status::run(&context, args).await,
         Command::Bench(command) => bench::run(&context, command).await,
         Command::Dev(command) => dev::run(command),
         Command::Demo(args) => demo::run(&context, args).await,

@@ -7,9 +7,11 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{print_json, print_table};
+use super::service::{signal_shutdown, ListenArgs};
 use super::Context;
-use crate::schedule::{load_dir, Scheduler, SchedulerOptions};
+use crate::schedule::{load_dir, Schedule, Scheduler, SchedulerOptions};
 use crate::tasks::Registry;
+use crate::telemetry::Health;
 
 /// Where the schedules are read from.
 #[derive(Debug, Args)]
@@ -19,20 +21,58 @@ pub struct JobsDir {
     pub dir: PathBuf,
 }
 
+/// What a scheduler needs, whether it runs alone (`minion scheduler`) or beside a worker
+/// (`minion worker --scheduler`).
 #[derive(Debug, Args)]
-pub struct SchedulerArgs {
+pub struct ScheduleFlags {
     #[command(flatten)]
     pub jobs: JobsDir,
     /// How long the leader's lease lasts without renewal; another instance takes over within
     /// it when the leader dies (renewed every third of it).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub leader_lease: Duration,
+    /// How often the leader samples the queue and table gauges of /metrics from the catalog.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub sample_interval: Duration,
+}
+
+impl ScheduleFlags {
+    /// The schedules (checked) and the options of a scheduler named `id` that looks for due
+    /// ticks every `poll_interval`.
+    pub fn scheduler_parts(
+        &self,
+        id: String,
+        poll_interval: Duration,
+    ) -> anyhow::Result<(Vec<Schedule>, SchedulerOptions)> {
+        anyhow::ensure!(
+            poll_interval < self.leader_lease / 3,
+            "--poll-interval must be under a third of --leader-lease, or the lease cannot be renewed in time"
+        );
+        let schedules = load_dir(&self.jobs.dir, &Registry::standard())?;
+        Ok((
+            schedules,
+            SchedulerOptions {
+                id,
+                lease: self.leader_lease,
+                poll_interval,
+                sample_interval: self.sample_interval,
+            },
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    pub schedule: ScheduleFlags,
     /// How often due ticks are looked for.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
     /// This instance's name in the lease and the schedule runs (default: host-pid-random).
     #[arg(long)]
     pub id: Option<String>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,20 +88,14 @@ pub enum ScheduleCommand {
 }
 
 pub async fn run_scheduler(context: &Context, args: SchedulerArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.poll_interval < args.leader_lease / 3,
-        "--poll-interval must be under a third of --leader-lease, or the lease cannot be renewed in time"
-    );
-    let schedules = load_dir(&args.jobs.dir, &Registry::standard())?;
+    let id = args.id.unwrap_or_else(crate::worker::default_worker_id);
+    let (schedules, options) = args.schedule.scheduler_parts(id, args.poll_interval)?;
     let catalog = context.catalog().await?.clone();
-    let options = SchedulerOptions {
-        id: args.id.unwrap_or_else(crate::worker::default_worker_id),
-        lease: args.leader_lease,
-        poll_interval: args.poll_interval,
-    };
-    let scheduler = Scheduler::new(catalog, schedules, options);
+    let health = Health::new();
+    args.listen.start(context, health.clone()).await?;
+    let scheduler = Scheduler::new(catalog, schedules, options).with_health(health.clone());
     let shutdown = CancellationToken::new();
-    tokio::spawn(super::worker::signal_shutdown(shutdown.clone()));
+    tokio::spawn(signal_shutdown(shutdown.clone(), health));
     scheduler.run(shutdown).await;
     Ok(())
 }

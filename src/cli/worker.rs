@@ -7,8 +7,12 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::schedule::ScheduleFlags;
+use super::service::{signal_shutdown, ListenArgs};
 use super::Context;
+use crate::schedule::Scheduler;
 use crate::tasks::Registry;
+use crate::telemetry::Health;
 use crate::worker::{default_worker_id, Worker, WorkerOptions};
 
 #[derive(Debug, Args)]
@@ -40,6 +44,13 @@ pub struct WorkerArgs {
     /// Worker id recorded on claimed jobs (default: host-pid-random).
     #[arg(long)]
     pub id: Option<String>,
+    /// Also run the scheduler in this process (one instance leads among all schedulers).
+    #[arg(long)]
+    pub scheduler: bool,
+    #[command(flatten)]
+    pub schedule: ScheduleFlags,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 }
 
 impl WorkerArgs {
@@ -67,6 +78,14 @@ impl WorkerArgs {
 
 pub async fn run(context: &Context, args: WorkerArgs) -> anyhow::Result<()> {
     let options = args.options()?;
+    // Schedules are checked before anything starts: a bad file fails the start.
+    let scheduler = match args.scheduler {
+        true => Some(
+            args.schedule
+                .scheduler_parts(format!("{}-scheduler", options.id), options.poll_interval)?,
+        ),
+        false => None,
+    };
     // Staging directories of processes that were killed (a pod's emptyDir outlives them).
     let root = context.settings.staging_root.clone();
     match tokio::task::spawn_blocking(move || crate::staging::sweep(&root)).await? {
@@ -84,28 +103,23 @@ pub async fn run(context: &Context, args: WorkerArgs) -> anyhow::Result<()> {
     }
     context
         .max_connections
-        .store(options.concurrency as u32 + 4, Ordering::Relaxed);
+        .store(options.concurrency as u32 + 6, Ordering::Relaxed);
     let services = context.services().await?;
-    let worker = Worker::new(services, Arc::new(Registry::standard()), options);
+    let health = Health::new();
+    args.listen.start(context, health.clone()).await?;
+    let worker = Worker::new(services.clone(), Arc::new(Registry::standard()), options)
+        .with_health(health.clone());
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    tokio::spawn(signal_shutdown(shutdown.clone(), health.clone()));
+    let scheduler = scheduler.map(|(schedules, options)| {
+        let scheduler = Scheduler::new(services.catalog.clone(), schedules, options)
+            .with_health(health.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { scheduler.run(shutdown).await })
+    });
     worker.run(shutdown).await;
-    Ok(())
-}
-
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
-pub(super) async fn signal_shutdown(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the worker with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    if let Some(scheduler) = scheduler {
+        scheduler.await?;
     }
-    shutdown.cancel();
+    Ok(())
 }

@@ -25,7 +25,7 @@ mod select;
 pub use compact::{compact, CompactReport};
 pub use merge::{merge, MergeReport};
 pub use rewrite::{rewrite, RewriteInput, RewriteStats};
-pub use select::{plan, CompactionPlan, MergeGroup, SegmentCandidate};
+pub use select::{plan, CompactionPlan, MergeGroup, SegmentCandidate, SkipReason};
 
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,16 @@ pub enum CompactionOutcome {
     InputChanged,
     /// `merge`: a foreign sequence lies inside the inputs' range (see `merge.rs`).
     SequenceGap,
+}
+
+impl CompactionOutcome {
+    /// Whether the table changed: an output (or nothing) was swapped in for the inputs.
+    pub fn swapped(self) -> bool {
+        matches!(
+            self,
+            CompactionOutcome::Compacted | CompactionOutcome::Merged | CompactionOutcome::Dropped
+        )
+    }
 }
 
 impl std::fmt::Display for CompactionOutcome {

@@ -5,12 +5,14 @@
 //! (the planner, compaction's follow-up prebuilds, the CLI) build these structs and turn them
 //! into queue rows with [`JobArgs::to_job`]; nobody writes a job's JSON by hand.
 
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::queue::NewJob;
-use crate::table::validate_identifier;
+use crate::table::{validate_identifier, CompactionOverrides};
 
 /// What every kind's arguments say about themselves.
 pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -21,6 +23,10 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Whether the kind works on one table (has a `table` argument): schedules select tables
     /// for it.
     const PER_TABLE: bool = false;
+    /// How long one attempt may run before it is cancelled and counted as a failure ("timed
+    /// out"), unless the submission or the schedule sets its own. Generous: a timeout is for a
+    /// job that hangs, not one that is slow.
+    const TIMEOUT: Duration = Duration::from_secs(3600);
 
     /// Checks what serde cannot; the message names the field and the fix.
     fn validate(&self) -> Result<(), String> {
@@ -88,6 +94,7 @@ pub struct PrebuildArgs {
 
 impl JobArgs for PrebuildArgs {
     const KIND: &'static str = "prebuild";
+    const TIMEOUT: Duration = Duration::from_secs(4 * 3600);
     const PER_TABLE: bool = true;
     const ABOUT: &'static str =
         "Build and publish a partition's snapshot (validDocIds bitmaps and key-metadata SST files)";
@@ -116,6 +123,7 @@ pub struct CompactArgs {
 
 impl JobArgs for CompactArgs {
     const KIND: &'static str = "compact";
+    const TIMEOUT: Duration = Duration::from_secs(2 * 3600);
     const PER_TABLE: bool = true;
     const ABOUT: &'static str =
         "Rewrite one segment without its superseded rows and swap it in atomically";
@@ -146,6 +154,7 @@ pub struct MergeArgs {
 
 impl JobArgs for MergeArgs {
     const KIND: &'static str = "merge";
+    const TIMEOUT: Duration = Duration::from_secs(2 * 3600);
     const PER_TABLE: bool = true;
     const ABOUT: &'static str =
         "Merge consecutive small segments of a partition into one holding only their valid rows";
@@ -194,6 +203,10 @@ pub struct PlanArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long)]
     pub job_attempts: Option<i32>,
+    /// Overrides of the table's `[compaction]` settings for this plan.
+    #[serde(default, skip_serializing_if = "CompactionOverrides::is_empty")]
+    #[command(flatten)]
+    pub compaction: CompactionOverrides,
 }
 
 fn yes() -> bool {
@@ -202,18 +215,49 @@ fn yes() -> bool {
 
 impl JobArgs for PlanArgs {
     const KIND: &'static str = "plan";
+    const TIMEOUT: Duration = Duration::from_secs(600);
     const PER_TABLE: bool = true;
     const ABOUT: &'static str =
         "Decide a table's prebuild, merge and compact jobs from its compaction settings and enqueue them";
 
     fn validate(&self) -> Result<(), String> {
         check_table(&self.table)?;
-        match self.job_attempts {
-            Some(attempts) if attempts < 1 => {
-                Err(format!("`job_attempts` must be at least 1, got {attempts}"))
-            }
-            _ => Ok(()),
+        if let Some(attempts) = self.job_attempts.filter(|&a| a < 1) {
+            return Err(format!("`job_attempts` must be at least 1, got {attempts}"));
         }
+        // Checked against the defaults for what does not depend on the table (ranges); the
+        // rest is checked against the table's own settings when the plan runs.
+        let c = &self.compaction;
+        if let Some(ratio) = c
+            .invalid_ratio_threshold
+            .filter(|r| !(0.0..=1.0).contains(r))
+        {
+            return Err(format!(
+                "`compaction.invalid_ratio_threshold` must be between 0 and 1, got {ratio}"
+            ));
+        }
+        for (field, value) in [
+            ("target_segment_rows", c.target_segment_rows.map(|v| v < 1)),
+            (
+                "max_records_per_merge_task",
+                c.max_records_per_merge_task.map(|v| v < 1),
+            ),
+            (
+                "max_segments_per_merge",
+                c.max_segments_per_merge.map(|v| v < 2),
+            ),
+            (
+                "min_segments_per_merge",
+                c.min_segments_per_merge.map(|v| v < 2),
+            ),
+        ] {
+            if value == Some(true) {
+                return Err(format!(
+                    "`compaction.{field}` is too small (see `minion job submit plan --help`)"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn unique_key(&self) -> Option<String> {
@@ -254,6 +298,7 @@ fn default_reservation_ttl() -> f64 {
 
 impl JobArgs for GcArgs {
     const KIND: &'static str = "gc";
+    const TIMEOUT: Duration = Duration::from_secs(3600);
     const PER_TABLE: bool = true;
     const ABOUT: &'static str =
         "Delete a table's retired segments, superseded snapshots and orphaned objects after a grace period";
@@ -293,6 +338,7 @@ fn default_batch() -> usize {
 
 impl JobArgs for PruneArgs {
     const KIND: &'static str = "prune";
+    const TIMEOUT: Duration = Duration::from_secs(600);
     const ABOUT: &'static str =
         "Delete finished jobs older than a retention (keeps the jobs table small)";
 
@@ -321,6 +367,7 @@ pub struct NoopArgs {
 
 impl JobArgs for NoopArgs {
     const KIND: &'static str = "noop";
+    const TIMEOUT: Duration = Duration::from_secs(60);
     const ABOUT: &'static str = "Do nothing (diagnostic: smoke tests and the queue benchmark)";
 }
 

@@ -5,9 +5,11 @@
 
 mod model;
 pub mod sql;
+mod stats;
 
 pub(crate) use model::text_column_enum;
 pub use model::{CancelOutcome, ClaimedJob, JobRow, JobState, NewJob, QueueError, Submitted};
+pub use stats::{Depth, OldestAvailable, ProcessRole, SeenProcess};
 
 use std::time::Duration;
 
@@ -88,6 +90,7 @@ impl Queue {
                 .bind(job.max_attempts)
                 .bind(scheduled_at)
                 .bind(&job.unique_key)
+                .bind(job.timeout.map(|t| t.as_secs_f64()))
                 .fetch_optional(&mut *conn)
                 .await?;
             if let Some((id,)) = inserted {
@@ -99,6 +102,7 @@ impl Queue {
             }
             let holder: Option<(i64,)> = sqlx::query_as(sql::SELECT_UNIQUE_HOLDER)
                 .bind(&job.unique_key)
+                .bind(job.timeout.map(|t| t.as_secs_f64()))
                 .fetch_optional(&mut *conn)
                 .await?;
             if let Some((id,)) = holder {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Available,
@@ -128,6 +128,9 @@ pub struct NewJob {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// At most one unfinished job per key.
     pub unique_key: Option<String>,
+    /// How long an attempt may run before it is cancelled and counted as failed; `None` is the
+    /// kind's default.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl NewJob {
@@ -140,6 +143,7 @@ impl NewJob {
             max_attempts: 5,
             scheduled_at: None,
             unique_key: None,
+            timeout: None,
         }
     }
 }
@@ -172,6 +176,8 @@ pub struct ClaimedJob {
     pub max_attempts: i32,
     pub scheduled_at: DateTime<Utc>,
     pub attempted_at: Option<DateTime<Utc>>,
+    /// The submission's timeout; `None` is the kind's default.
+    pub timeout_seconds: Option<f64>,
 }
 
 /// A job row as shown by `job ls` / `job show`.
@@ -195,6 +201,8 @@ pub struct JobRow {
     pub unique_key: Option<String>,
     pub cancel_requested: bool,
     pub created_at: DateTime<Utc>,
+    /// The submission's timeout; `None` is the kind's default.
+    pub timeout_seconds: Option<f64>,
 }
 
 /// What `cancel` did.

@@ -5,10 +5,12 @@
 //! with a higher attempt) changes nothing.
 
 /// Inserts a job; with a unique key already held by an unfinished job, inserts nothing.
-/// $1 kind, $2 args, $3 queue, $4 priority, $5 state, $6 max_attempts, $7 scheduled_at, $8 unique_key.
+/// $1 kind, $2 args, $3 queue, $4 priority, $5 state, $6 max_attempts, $7 scheduled_at, $8 unique_key,
+/// $9 timeout_seconds.
 pub const INSERT: &str = "
-    INSERT INTO jobs (kind, args, queue, priority, state, max_attempts, scheduled_at, unique_key)
-    VALUES ($1, $2, $3, $4, $5::job_state, $6, $7, $8)
+    INSERT INTO jobs (kind, args, queue, priority, state, max_attempts, scheduled_at, unique_key,
+                      timeout_seconds)
+    VALUES ($1, $2, $3, $4, $5::job_state, $6, $7, $8, $9)
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND state IN ('available', 'scheduled', 'running', 'retryable')
         DO NOTHING
@@ -56,7 +58,7 @@ pub const CLAIM: &str = "
     FROM next
     WHERE jobs.id = next.id
     RETURNING jobs.id, jobs.kind, jobs.args, jobs.queue, jobs.attempt, jobs.max_attempts,
-              jobs.scheduled_at, jobs.attempted_at";
+              jobs.scheduled_at, jobs.attempted_at, jobs.timeout_seconds";
 
 /// Extends the leases of the (id, attempt) pairs $1/$2 still held by this worker, by $3 ms.
 /// Returns the jobs still held, and whether cancellation was requested for them.
@@ -164,15 +166,60 @@ pub const PRUNE_BATCH: &str = "
 pub const SELECT_ONE: &str =
     "SELECT id, kind, args, queue, priority, state::text AS state, attempt,
     max_attempts, scheduled_at, attempted_at, attempted_by, lease_expires_at, finalized_at, errors,
-    output, unique_key, cancel_requested, created_at FROM jobs WHERE id = $1";
+    output, unique_key, cancel_requested, created_at, timeout_seconds FROM jobs WHERE id = $1";
 
 /// Jobs filtered by state $1 and kind $2 (either may be NULL), newest first, at most $3.
 pub const SELECT_MANY: &str =
     "SELECT id, kind, args, queue, priority, state::text AS state, attempt,
     max_attempts, scheduled_at, attempted_at, attempted_by, lease_expires_at, finalized_at, errors,
-    output, unique_key, cancel_requested, created_at FROM jobs
+    output, unique_key, cancel_requested, created_at, timeout_seconds FROM jobs
     WHERE ($1::text IS NULL OR state::text = $1) AND ($2::text IS NULL OR kind = $2)
     ORDER BY id DESC LIMIT $3";
 
 /// Counts of jobs per state, for metrics and `bench`.
 pub const COUNT_BY_STATE: &str = "SELECT state::text, count(*) FROM jobs GROUP BY state";
+
+/// Unfinished jobs of table $1 whose kind is one of $2, by kind (the planner's unfinished-tasks
+/// rule; walks `jobs_unfinished_table_idx`).
+pub const UNFINISHED_FOR_TABLE: &str = "
+    SELECT kind, count(*) FROM jobs
+    WHERE args ->> 'table' = $1 AND kind = ANY($2)
+      AND state IN ('available', 'scheduled', 'running', 'retryable')
+    GROUP BY kind";
+
+/// Jobs by state and kind, for the states an operator acts on (finished jobs other than
+/// discarded ones are history, and counting them would read the whole table).
+pub const DEPTH: &str = "
+    SELECT state::text, kind, count(*) FROM jobs
+    WHERE state IN ('available', 'scheduled', 'running', 'retryable', 'discarded')
+    GROUP BY state, kind";
+
+/// Per queue, the oldest runnable job waiting to be claimed: its id, kind and since when it
+/// could run (walks the claim index).
+pub const OLDEST_AVAILABLE: &str = "
+    SELECT DISTINCT ON (queue) queue, id, kind, scheduled_at FROM jobs
+    WHERE state IN ('available', 'scheduled', 'retryable') AND scheduled_at <= now()
+    ORDER BY queue, scheduled_at, id";
+
+/// Records that process $1 (role $2, version $3, $4 slots, $5 running, queues $6) is alive.
+pub const WORKER_SEEN: &str = "
+    INSERT INTO workers (id, role, version, concurrency, running, queues)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), running = EXCLUDED.running,
+                                   concurrency = EXCLUDED.concurrency, stopped_at = NULL";
+
+/// Process $1 stopped cleanly.
+pub const WORKER_STOPPED: &str =
+    "UPDATE workers SET stopped_at = now(), running = 0, last_seen_at = now() WHERE id = $1";
+
+/// Processes seen within $1 seconds and not stopped, with the jobs each is running.
+pub const WORKERS_RECENT: &str = "
+    SELECT w.id, w.role, w.version, w.started_at, w.last_seen_at, w.concurrency, w.queues,
+           coalesce(array_agg(j.id ORDER BY j.id) FILTER (WHERE j.id IS NOT NULL), '{}') AS running_jobs
+    FROM workers w
+    LEFT JOIN jobs j ON j.state = 'running' AND j.attempted_by = w.id
+    WHERE w.stopped_at IS NULL AND w.last_seen_at > now() - $1 * interval '1 second'
+    GROUP BY w.id ORDER BY w.role, w.id";
+
+/// Forgets processes not seen since $1.
+pub const WORKERS_PRUNE: &str = "DELETE FROM workers WHERE last_seen_at < $1";

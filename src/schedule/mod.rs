@@ -7,10 +7,12 @@
 //! runs (missed ticks run once, not once per tick). A new schedule starts at its next tick.
 
 pub mod leader;
+pub mod sampler;
 pub mod spec;
 mod sql;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,8 +21,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
-use crate::queue::Queue;
+use crate::queue::{ProcessRole, Queue};
 use crate::tasks::Registry;
+use crate::telemetry::{metrics, Health};
 use leader::{LeaderLease, LEASE_NAME};
 pub use spec::{load_dir, Schedule, SpecError};
 
@@ -32,6 +35,8 @@ pub struct SchedulerOptions {
     pub lease: Duration,
     /// How often ticks are looked for (and, while following, the lease tried).
     pub poll_interval: Duration,
+    /// How often the leader samples the queue and table gauges from the catalog.
+    pub sample_interval: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -40,6 +45,7 @@ impl Default for SchedulerOptions {
             id: crate::worker::default_worker_id(),
             lease: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
+            sample_interval: Duration::from_secs(15),
         }
     }
 }
@@ -47,8 +53,9 @@ impl Default for SchedulerOptions {
 /// What one submitted tick did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TickOutcome {
-    /// The tick's jobs were submitted (their ids).
-    Submitted(Vec<i64>),
+    /// The tick's jobs were submitted; `missed` earlier ticks (the scheduler was down) were
+    /// folded into this one.
+    Submitted { jobs: Vec<i64>, missed: u64 },
     /// Another leader, or an earlier try, got there first.
     AlreadyDone,
     /// A new schedule: recorded, it runs from its next tick.
@@ -60,7 +67,13 @@ pub struct Scheduler {
     registry: Registry,
     schedules: Vec<Schedule>,
     options: SchedulerOptions,
+    health: Arc<Health>,
 }
+
+/// The scheduler's loop as `/healthz` reports it.
+const LOOP: &str = "scheduler";
+/// How often the scheduler refreshes its row in `workers`.
+const SEEN_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Scheduler {
     pub fn new(catalog: Catalog, schedules: Vec<Schedule>, options: SchedulerOptions) -> Scheduler {
@@ -69,7 +82,14 @@ impl Scheduler {
             registry: Registry::standard(),
             schedules,
             options,
+            health: Health::new(),
         }
+    }
+
+    /// Reports the scheduler's loop to `health` (shared with the HTTP listener).
+    pub fn with_health(mut self, health: Arc<Health>) -> Scheduler {
+        self.health = health;
+        self
     }
 
     fn pool(&self) -> &PgPool {
@@ -84,8 +104,26 @@ impl Scheduler {
         // The newest tick known to be done per schedule: saves a transaction per poll.
         let mut done: HashMap<String, DateTime<Utc>> = HashMap::new();
         let mut next_lease_check = tokio::time::Instant::now();
+        let mut next_sample = tokio::time::Instant::now();
+        let mut next_seen = tokio::time::Instant::now();
         let mut was_leader = false;
+        let queue = Queue::new(self.pool().clone());
+        self.health.register(
+            LOOP,
+            (options.poll_interval * 5 + options.lease).max(Duration::from_secs(60)),
+        );
         while !shutdown.is_cancelled() {
+            self.health.turned(LOOP);
+            let now = tokio::time::Instant::now();
+            if now >= next_seen {
+                next_seen = now + SEEN_INTERVAL;
+                if let Err(err) = queue
+                    .process_seen(&options.id, ProcessRole::Scheduler, 0, 0, &[])
+                    .await
+                {
+                    tracing::debug!(error = %err, "cannot record this scheduler as seen");
+                }
+            }
             if tokio::time::Instant::now() >= next_lease_check {
                 let interval = if lease.is_leader() {
                     lease.renew_interval()
@@ -106,16 +144,41 @@ impl Scheduler {
                 }
                 done.clear();
                 was_leader = leading;
+                metrics().scheduler_leader.set(i64::from(leading));
+                if !leading {
+                    sampler::clear();
+                }
+                next_sample = tokio::time::Instant::now();
             }
             if leading {
                 self.submit_due(&lease, &mut done).await;
+                if tokio::time::Instant::now() >= next_sample {
+                    next_sample = tokio::time::Instant::now() + options.sample_interval;
+                    let kinds: Vec<&str> = self.registry.tasks().map(|t| t.kind()).collect();
+                    let mut queues: Vec<String> =
+                        self.schedules.iter().map(|s| s.queue.clone()).collect();
+                    queues.push("default".into());
+                    queues.sort();
+                    queues.dedup();
+                    let sampled = sampler::sample(&self.catalog, &queue, &kinds, &queues);
+                    if let Err(err) = sampled.await {
+                        tracing::warn!(error = %format!("{err:#}"), "cannot sample the queue and table gauges");
+                    }
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(options.poll_interval) => {}
             }
         }
+        self.health.begin_shutdown();
+        self.health.finished(LOOP);
         lease.resign().await;
+        metrics().scheduler_leader.set(0);
+        sampler::clear();
+        if let Err(err) = queue.process_stopped(&options.id).await {
+            tracing::debug!(error = %err, "cannot record the scheduler's stop");
+        }
         tracing::info!(scheduler = %options.id, "scheduler stopped");
     }
 
@@ -134,8 +197,21 @@ impl Scheduler {
             }
             match self.submit_tick(schedule, tick, lease.id()).await {
                 Ok(outcome) => {
-                    if let TickOutcome::Submitted(ids) = &outcome {
-                        tracing::info!(schedule = %schedule.name, tick = %tick.to_rfc3339(), jobs = ids.len(), "scheduled jobs submitted");
+                    let ticks = &metrics().scheduler_ticks;
+                    match &outcome {
+                        TickOutcome::Submitted { jobs, missed } => {
+                            tracing::info!(schedule = %schedule.name, tick = %tick.to_rfc3339(), jobs = jobs.len(), missed, "scheduled jobs submitted");
+                            ticks
+                                .with_label_values(&[&schedule.name, "submitted"])
+                                .inc();
+                            ticks
+                                .with_label_values(&[&schedule.name, "missed"])
+                                .inc_by(*missed);
+                        }
+                        TickOutcome::AlreadyDone => ticks
+                            .with_label_values(&[&schedule.name, "already_submitted"])
+                            .inc(),
+                        TickOutcome::Started => {}
                     }
                     done.insert(schedule.name.clone(), tick);
                 }
@@ -171,7 +247,7 @@ impl Scheduler {
                 TickOutcome::Started
             }
             Some((last,)) if last >= tick => TickOutcome::AlreadyDone,
-            Some(_) => {
+            Some((last,)) => {
                 let mut ids = Vec::new();
                 for job in self.jobs_of(schedule, tick).await? {
                     ids.push(Queue::submit_in(&mut tx, &job).await?.id());
@@ -183,7 +259,10 @@ impl Scheduler {
                     .bind(&ids)
                     .execute(&mut *tx)
                     .await?;
-                TickOutcome::Submitted(ids)
+                TickOutcome::Submitted {
+                    jobs: ids,
+                    missed: missed_between(schedule, last, tick),
+                }
             }
         };
         tx.commit().await?;
@@ -209,6 +288,22 @@ impl Scheduler {
     }
 }
 
+/// Ticks of `schedule` after `last` and before `tick` (capped: it is a figure, not a loop).
+fn missed_between(schedule: &Schedule, last: DateTime<Utc>, tick: DateTime<Utc>) -> u64 {
+    let mut missed = 0;
+    let mut at = last;
+    while missed < 100_000 {
+        match schedule.next_after(at) {
+            Some(next) if next < tick => {
+                missed += 1;
+                at = next;
+            }
+            _ => break,
+        }
+    }
+    missed
+}
+
 /// A schedule as `minion schedule ls` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScheduleStatus {
@@ -232,6 +327,14 @@ pub struct Leader {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Who leads the schedulers now, if anyone.
+pub async fn leader(pool: &PgPool) -> Result<Option<Leader>, sqlx::Error> {
+    sqlx::query_as(sql::LEADER)
+        .bind(LEASE_NAME)
+        .fetch_optional(pool)
+        .await
+}
+
 /// The schedules with their last and next runs, and the current leader.
 pub async fn status(
     pool: &PgPool,
@@ -245,10 +348,7 @@ pub async fn status(
         DateTime<Utc>,
     );
     let runs: Vec<Run> = sqlx::query_as(sql::RUNS).fetch_all(pool).await?;
-    let leader: Option<Leader> = sqlx::query_as(sql::LEADER)
-        .bind(LEASE_NAME)
-        .fetch_optional(pool)
-        .await?;
+    let leader = leader(pool).await?;
     let now = Utc::now();
     let statuses = schedules
         .iter()

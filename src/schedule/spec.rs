@@ -11,6 +11,7 @@
 //! kind = "plan"                 # see `minion job kinds`
 //! tables = ["*"]                # names or glob patterns (kinds that take a table)
 //! max_attempts = 5              # optional, as `minion job submit`
+//! timeout = "30m"               # optional; default: the kind's (`minion job kinds`)
 //! priority = 0
 //! queue = "default"
 //! [schedule.args]               # the kind's other arguments (`minion job submit KIND --help`)
@@ -42,6 +43,8 @@ pub struct Schedule {
     pub queue: String,
     pub priority: i16,
     pub max_attempts: i32,
+    /// How long each attempt may run; `None` is the kind's default (`minion job kinds`).
+    pub timeout: Option<std::time::Duration>,
     /// The file it was declared in.
     pub source: PathBuf,
 }
@@ -71,6 +74,8 @@ struct ScheduleToml {
     priority: i16,
     #[serde(default = "default_attempts")]
     max_attempts: i32,
+    #[serde(default)]
+    timeout: Option<String>,
 }
 
 fn default_queue() -> String {
@@ -146,6 +151,7 @@ impl Schedule {
         job.queue = self.queue.clone();
         job.priority = self.priority;
         job.max_attempts = self.max_attempts;
+        job.timeout = self.timeout;
         Ok(job)
     }
 }
@@ -269,6 +275,21 @@ fn check(path: &str, spec: ScheduleToml, registry: &Registry) -> Result<Schedule
     if spec.max_attempts < 1 {
         return Err(field("max_attempts", "must be at least 1".into()));
     }
+    let timeout = match &spec.timeout {
+        None => None,
+        Some(text) => match crate::job::args::parse_seconds(text) {
+            Ok(seconds) if seconds > 0.0 && seconds.is_finite() => {
+                Some(std::time::Duration::from_secs_f64(seconds))
+            }
+            Ok(_) => {
+                return Err(field(
+                    "timeout",
+                    format!("`{text}` must be more than 0; write e.g. \"30m\""),
+                ))
+            }
+            Err(message) => return Err(field("timeout", message)),
+        },
+    };
     let schedule = Schedule {
         name: spec.name.clone(),
         cron_text: spec.cron.clone(),
@@ -281,6 +302,7 @@ fn check(path: &str, spec: ScheduleToml, registry: &Registry) -> Result<Schedule
         queue: spec.queue.clone(),
         priority: spec.priority,
         max_attempts: spec.max_attempts,
+        timeout,
         source: PathBuf::new(),
     };
     // The arguments are checked as the kind will see them (with a stand-in table).
@@ -353,6 +375,8 @@ mod tests {
             ("[[schedule]]\nname = \"a\"\ncron = \"* * * * *\"\nkind = \"plan\"\n", "`tables`: kind `plan` works on a table"),
             ("[[schedule]]\nname = \"a\"\ncron = \"* * * * *\"\nkind = \"noop\"\ntime_zone = \"Mars/Olympus\"\n", "`time_zone`"),
             ("[[schedule]]\nname = \"a\"\ncron = \"* * * * *\"\nkind = \"noop\"\ncolour = \"red\"\n", "unknown field `colour`"),
+            ("[[schedule]]\nname = \"a\"\ncron = \"* * * * *\"\nkind = \"noop\"\ntimeout = \"soon\"\n", "`timeout`: `soon` is not a duration"),
+            ("[[schedule]]\nname = \"a\"\ncron = \"* * * * *\"\nkind = \"plan\"\ntables = [\"*\"]\n[schedule.args.compaction]\ninvalid_ratio = 0.5\n", "unknown field `invalid_ratio`"),
         ];
         for (text, expected) in cases {
             let err = parse_one(text).unwrap_err();

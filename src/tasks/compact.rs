@@ -27,6 +27,14 @@ impl TypedTask for Compact {
         .await?;
         tracing::info!(table = %report.table, segment = report.segment_id, outcome = %report.outcome,
             rows_before = report.rows_before, rows_after = report.rows_after, "compaction finished");
+        if report.outcome.swapped() {
+            super::record_reclaimed(
+                &report.table,
+                "compact",
+                report.rows_before - report.rows_after,
+                report.bytes_before.saturating_sub(report.bytes_after),
+            );
+        }
         Ok(report)
     }
 }

@@ -25,7 +25,16 @@ impl TypedTask for Gc {
         )
         .await?;
         tracing::info!(table = %report.table, segments = report.segments_collected, snapshots = report.snapshots_collected,
-            orphans = report.orphans_deleted, "gc finished");
+            orphans = report.orphans_deleted, bytes = report.bytes_deleted, "gc finished");
+        let metrics = crate::telemetry::metrics();
+        metrics
+            .gc_objects
+            .with_label_values(&[&report.table])
+            .inc_by(report.objects_deleted);
+        metrics
+            .gc_bytes
+            .with_label_values(&[&report.table])
+            .inc_by(report.bytes_deleted);
         Ok(report)
     }
 }
@@ -49,7 +58,14 @@ impl TypedTask for Prune {
             .prune(Duration::from_secs_f64(args.older_than_seconds), args.batch)
             .await
             .map_err(anyhow::Error::from)?;
-        tracing::info!(deleted, "finished jobs pruned");
-        Ok(serde_json::json!({ "deleted": deleted }))
+        // Processes gone for a day leave `minion status`'s table too.
+        let processes = context
+            .services
+            .queue
+            .prune_processes(Duration::from_secs(86_400))
+            .await
+            .map_err(anyhow::Error::from)?;
+        tracing::info!(deleted, processes, "finished jobs pruned");
+        Ok(serde_json::json!({ "deleted": deleted, "processes_deleted": processes }))
     }
 }

@@ -24,6 +24,14 @@ impl TypedTask for Merge {
         .await?;
         tracing::info!(table = %report.table, partition = report.partition, outcome = %report.outcome,
             rows_before = report.rows_before, rows_after = report.rows_after, "merge finished");
+        if report.outcome.swapped() {
+            super::record_reclaimed(
+                &report.table,
+                "merge",
+                report.rows_before - report.rows_after,
+                report.bytes_before.saturating_sub(report.bytes_after),
+            );
+        }
         Ok(report)
     }
 }

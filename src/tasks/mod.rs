@@ -42,6 +42,9 @@ pub trait Task: Send + Sync {
     /// Whether the kind works on one table (see `JobArgs::PER_TABLE`).
     fn per_table(&self) -> bool;
 
+    /// How long an attempt may run unless its submission says otherwise (`JobArgs::TIMEOUT`).
+    fn timeout(&self) -> std::time::Duration;
+
     /// Parses and validates `args` into a queue row with the kind's default unique key; the
     /// message says what is wrong and how to fix it.
     fn prepare(&self, args: Value) -> Result<NewJob, String>;
@@ -65,6 +68,10 @@ impl<T: TypedTask> Task for Adapter<T> {
 
     fn per_table(&self) -> bool {
         T::Args::PER_TABLE
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        T::Args::TIMEOUT
     }
 
     fn prepare(&self, args: Value) -> Result<NewJob, String> {
@@ -156,4 +163,17 @@ impl Registry {
                 message,
             })
     }
+}
+
+/// Counts what a swapped-in compaction or merge removed from the table.
+fn record_reclaimed(table: &str, kind: &str, rows: u64, bytes: u64) {
+    let metrics = crate::telemetry::metrics();
+    metrics
+        .reclaimed_rows
+        .with_label_values(&[table, kind])
+        .inc_by(rows);
+    metrics
+        .reclaimed_bytes
+        .with_label_values(&[table, kind])
+        .inc_by(bytes);
 }

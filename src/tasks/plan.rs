@@ -33,7 +33,20 @@ impl TypedTask for Plan {
     type Output = PlanReport;
 
     async fn run(&self, context: &JobContext, args: PlanArgs) -> Result<PlanReport, JobError> {
-        let plan = crate::compaction::plan(&context.services, &args.table).await?;
+        let catalog = &context.services.catalog;
+        let expired = catalog
+            .expire_reservations(&args.table, None)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let mut plan =
+            crate::compaction::plan(&context.services, &args.table, &args.compaction).await?;
+        plan.reservations_expired = expired;
+        let skipped = &crate::telemetry::metrics().plan_skipped;
+        for (reason, count) in &plan.skipped {
+            skipped
+                .with_label_values(&[&args.table, reason.as_str()])
+                .inc_by(*count);
+        }
         let mut submitted = Vec::new();
         if args.submit {
             for mut job in plan.jobs() {
@@ -53,8 +66,9 @@ impl TypedTask for Plan {
                 });
             }
         }
+        let skipped: u64 = plan.skipped.values().sum();
         tracing::info!(table = %args.table, prebuild = plan.prebuild.len(), merge = plan.merge.len(),
-            compact = plan.compact.len(), "compaction plan made");
+            compact = plan.compact.len(), skipped, "compaction plan made");
         Ok(PlanReport { plan, submitted })
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::executor::Completion;
 use super::{Shared, StopReason};
-use crate::queue::{CANCEL_CHANNEL, INSERT_CHANNEL};
+use crate::queue::{ProcessRole, CANCEL_CHANNEL, INSERT_CHANNEL};
 
 /// Renews every running job's lease in one statement per interval. A job missing from the answer
 /// lost its lease (it was rescued while we were cut off): it is stopped here. A job whose
@@ -23,6 +23,7 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(shared.options.heartbeat_interval) => {}
         }
+        shared.health.turned(super::HEARTBEAT_LOOP);
         let held: Vec<(i64, i32)> = shared
             .running
             .lock()
@@ -30,6 +31,17 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             .iter()
             .map(|(id, job)| (*id, job.attempt))
             .collect();
+        let options = &shared.options;
+        let seen = shared.queue.process_seen(
+            &options.id,
+            ProcessRole::Worker,
+            options.concurrency,
+            held.len(),
+            &options.queues,
+        );
+        if let Err(err) = seen.await {
+            tracing::debug!(error = %err, "cannot record this worker as seen");
+        }
         if held.is_empty() {
             continue;
         }

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::{RunningJob, Shared, StopReason};
 use crate::job::{JobContext, JobError};
-use crate::queue::{backoff, ClaimedJob};
+use crate::queue::{backoff, ClaimedJob, JobState};
 
 /// A successful result waiting for the batched completer.
 pub(super) struct Completion {
@@ -27,6 +27,42 @@ enum Outcome {
     Failed(JobError),
     Panicked(String),
     Stopped(StopReason),
+}
+
+/// How an attempt ended, as `minion_jobs_total`'s `outcome` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Completed,
+    Retried,
+    Discarded,
+    Cancelled,
+    Released,
+    LeaseLost,
+    /// The end could not be recorded (the database was gone); the lease will expire.
+    Unrecorded,
+}
+
+impl Ended {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ended::Completed => "completed",
+            Ended::Retried => "retried",
+            Ended::Discarded => "discarded",
+            Ended::Cancelled => "cancelled",
+            Ended::Released => "released",
+            Ended::LeaseLost => "lease_lost",
+            Ended::Unrecorded => "unrecorded",
+        }
+    }
+
+    fn of_state(state: JobState) -> Ended {
+        match state {
+            JobState::Discarded => Ended::Discarded,
+            JobState::Cancelled => Ended::Cancelled,
+            JobState::Completed => Ended::Completed,
+            _ => Ended::Retried,
+        }
+    }
 }
 
 pub(super) async fn execute(
@@ -46,12 +82,44 @@ pub(super) async fn execute(
         .lock()
         .expect("running lock")
         .insert(job.id, running.clone());
+    let metrics = crate::telemetry::metrics();
+    metrics.job_attempts.with_label_values(&[&job.kind]).inc();
+    metrics.worker_running_jobs.inc();
+    if let Some(claimed_at) = job.attempted_at {
+        let waited = (claimed_at - job.scheduled_at)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0);
+        metrics
+            .job_pickup_latency
+            .with_label_values(&[&job.queue])
+            .observe(waited as f64 / 1e6);
+    }
+    let started = std::time::Instant::now();
     async {
         let outcome = run_task(&shared, &job, &running).await;
-        record(&shared, &job, outcome, &completions).await;
+        let ended = record(&shared, &job, outcome, &completions).await;
+        metrics
+            .job_duration
+            .with_label_values(&[&job.kind])
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .jobs
+            .with_label_values(&[&job.kind, ended.as_str()])
+            .inc();
+        match ended {
+            Ended::Retried => metrics.job_retries.with_label_values(&[&job.kind]).inc(),
+            Ended::Discarded => metrics.job_discards.with_label_values(&[&job.kind]).inc(),
+            Ended::LeaseLost => metrics
+                .job_lease_losses
+                .with_label_values(&[&job.kind])
+                .inc(),
+            _ => {}
+        }
     }
     .instrument(span)
     .await;
+    metrics.worker_running_jobs.dec();
     shared.running.lock().expect("running lock").remove(&job.id);
     drop(permit);
     shared.slot_freed.notify_one();
@@ -69,9 +137,19 @@ async fn run_task(shared: &Shared, job: &ClaimedJob, running: &RunningJob) -> Ou
         cancel: running.cancel.clone(),
         services: shared.services.clone(),
     };
-    tracing::debug!("job started");
+    let timeout = job
+        .timeout_seconds
+        .map(Duration::from_secs_f64)
+        .unwrap_or_else(|| task.timeout());
+    tracing::debug!(timeout_seconds = timeout.as_secs_f64(), "job started");
     let work = AssertUnwindSafe(task.run(&context, job.args.clone())).catch_unwind();
     tokio::select! {
+        // The work future is dropped (its awaits stop); the token tells blocking helpers.
+        _ = tokio::time::sleep(timeout) => {
+            running.cancel.cancel();
+            crate::telemetry::metrics().job_timeouts.with_label_values(&[&job.kind]).inc();
+            Outcome::Failed(timed_out(timeout))
+        }
         result = work => match result {
             Ok(Ok(output)) => Outcome::Done(output),
             Ok(Err(err)) => {
@@ -94,7 +172,7 @@ async fn record(
     job: &ClaimedJob,
     outcome: Outcome,
     completions: &mpsc::UnboundedSender<Completion>,
-) {
+) -> Ended {
     let queue = &shared.queue;
     let stats = &shared.stats;
     match outcome {
@@ -108,7 +186,9 @@ async fn record(
                 tracing::error!(
                     "completer gone; the job's lease will expire and it will run again"
                 );
+                return Ended::Unrecorded;
             }
+            Ended::Completed
         }
         Outcome::Failed(err) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -120,19 +200,23 @@ async fn record(
                     .await;
             match result {
                 Ok(Some(state)) => {
-                    tracing::warn!(error = %message, permanent, new_state = state.as_str(), "job failed")
+                    tracing::warn!(error = %message, permanent, new_state = state.as_str(), "job failed");
+                    Ended::of_state(state)
                 }
                 Ok(None) => match queue.attempt_state(job.id, job.attempt).await {
                     // A retried call whose first try committed unheard finds the job moved on.
-                    Ok(Some(state)) if state != crate::queue::JobState::Running => {
-                        tracing::warn!(error = %message, permanent, new_state = state.as_str(), "job failed")
+                    Ok(Some(state)) if state != JobState::Running => {
+                        tracing::warn!(error = %message, permanent, new_state = state.as_str(), "job failed");
+                        Ended::of_state(state)
                     }
                     _ => {
-                        tracing::warn!(error = %message, "job failed after losing its lease; nothing recorded")
+                        tracing::warn!(error = %message, "job failed after losing its lease; nothing recorded");
+                        Ended::LeaseLost
                     }
                 },
                 Err(db) => {
-                    tracing::error!(error = %message, db_error = %db, "job failed and the failure could not be recorded; its lease will expire")
+                    tracing::error!(error = %message, db_error = %db, "job failed and the failure could not be recorded; its lease will expire");
+                    Ended::Unrecorded
                 }
             }
         }
@@ -142,11 +226,13 @@ async fn record(
             let delay = backoff(shared.options.retry_backoff, job.attempt);
             match with_db_retries(|| queue.fail(job.id, job.attempt, &message, false, delay)).await
             {
-                Ok(_) => {
-                    tracing::error!(error = %message, "job panicked; recorded as a failed attempt")
+                Ok(state) => {
+                    tracing::error!(error = %message, "job panicked; recorded as a failed attempt");
+                    state.map_or(Ended::LeaseLost, Ended::of_state)
                 }
                 Err(db) => {
-                    tracing::error!(error = %message, db_error = %db, "job panicked and could not be recorded")
+                    tracing::error!(error = %message, db_error = %db, "job panicked and could not be recorded");
+                    Ended::Unrecorded
                 }
             }
         }
@@ -156,9 +242,18 @@ async fn record(
             })
             .await
             {
-                Ok(true) => tracing::info!("job cancelled"),
-                Ok(false) => tracing::warn!("job cancelled after losing its lease"),
-                Err(db) => tracing::error!(db_error = %db, "cannot record the cancellation"),
+                Ok(true) => {
+                    tracing::info!("job cancelled");
+                    Ended::Cancelled
+                }
+                Ok(false) => {
+                    tracing::warn!("job cancelled after losing its lease");
+                    Ended::LeaseLost
+                }
+                Err(db) => {
+                    tracing::error!(db_error = %db, "cannot record the cancellation");
+                    Ended::Unrecorded
+                }
             }
         }
         Outcome::Stopped(StopReason::Shutdown) => {
@@ -168,17 +263,28 @@ async fn record(
                     tracing::info!(
                         released,
                         "job released at shutdown; its attempt is not counted"
-                    )
+                    );
+                    Ended::Released
                 }
                 Err(db) => {
-                    tracing::error!(db_error = %db, "cannot release the job; its lease will expire")
+                    tracing::error!(db_error = %db, "cannot release the job; its lease will expire");
+                    Ended::Unrecorded
                 }
             }
         }
         Outcome::Stopped(StopReason::LeaseLost) => {
             tracing::warn!("job stopped: its lease was lost (another worker may run it)");
+            Ended::LeaseLost
         }
     }
+}
+
+/// The failure of an attempt that ran past its timeout: retried like any failure.
+fn timed_out(timeout: Duration) -> JobError {
+    let shown = humantime::format_duration(Duration::from_millis(timeout.as_millis() as u64));
+    JobError::Retryable(anyhow::anyhow!(
+        "timed out after {shown} and was cancelled; it is retried like any failure (if the job is only slow, raise its timeout: `--timeout` on submission, `timeout` in its schedule)"
+    ))
 }
 
 /// Retries a queue call a few times across short database outages.

@@ -16,8 +16,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::Services;
-use crate::queue::Queue;
+use crate::queue::{ProcessRole, Queue};
 use crate::tasks::Registry;
+use crate::telemetry::Health;
+
+/// Names of the worker's loops as `/healthz` reports them.
+const CLAIM_LOOP: &str = "worker_claim";
+const HEARTBEAT_LOOP: &str = "worker_heartbeat";
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -114,6 +119,7 @@ struct Shared {
     /// Woken when a job ends: a slot is free.
     slot_freed: Notify,
     stats: Arc<WorkerStats>,
+    health: Arc<Health>,
 }
 
 pub struct Worker {
@@ -136,8 +142,18 @@ impl Worker {
                 wake: Notify::new(),
                 slot_freed: Notify::new(),
                 stats: Arc::new(WorkerStats::default()),
+                health: Health::new(),
             }),
         }
+    }
+
+    /// Reports this worker's loops and shutdown to `health` (shared with the HTTP listener and,
+    /// in `minion worker --scheduler`, the scheduler).
+    pub fn with_health(mut self, health: Arc<Health>) -> Worker {
+        Arc::get_mut(&mut self.shared)
+            .expect("set before the worker runs")
+            .health = health;
+        self
     }
 
     pub fn stats(&self) -> Arc<WorkerStats> {
@@ -149,6 +165,18 @@ impl Worker {
         let shared = &self.shared;
         let options = &shared.options;
         tracing::info!(worker = %options.id, concurrency = options.concurrency, queues = %options.queues.join(","), "worker started");
+        crate::telemetry::metrics()
+            .worker_slots
+            .set(options.concurrency as i64);
+        shared.health.register(
+            CLAIM_LOOP,
+            (options.poll_interval * 5).max(Duration::from_secs(60)),
+        );
+        shared.health.register(
+            HEARTBEAT_LOOP,
+            options.heartbeat_interval * 3 + Duration::from_secs(30),
+        );
+        self.announce().await;
         let stop_background = CancellationToken::new();
         let (completions, completions_rx) = mpsc::unbounded_channel();
         let mut background = JoinSet::new();
@@ -167,6 +195,8 @@ impl Worker {
 
         let mut jobs = JoinSet::new();
         self.claim_until(&shutdown, &completions, &mut jobs).await;
+        shared.health.begin_shutdown();
+        shared.health.finished(CLAIM_LOOP);
         tracing::info!(worker = %options.id, running = jobs.len(), "shutting down: no new claims");
         self.drain(jobs).await;
 
@@ -175,7 +205,30 @@ impl Worker {
         let _ = completer.await;
         stop_background.cancel();
         while background.join_next().await.is_some() {}
+        shared.health.finished(HEARTBEAT_LOOP);
+        if let Err(err) = shared.queue.process_stopped(&options.id).await {
+            tracing::debug!(error = %err, "cannot record the stop; the worker leaves `minion status` when its row ages");
+        }
         tracing::info!(worker = %options.id, "worker stopped");
+    }
+
+    /// Records this worker in the `workers` table (then refreshed by the heartbeat).
+    async fn announce(&self) {
+        let shared = &self.shared;
+        let running = shared.running.lock().expect("running lock").len();
+        if let Err(err) = shared
+            .queue
+            .process_seen(
+                &shared.options.id,
+                ProcessRole::Worker,
+                shared.options.concurrency,
+                running,
+                &shared.options.queues,
+            )
+            .await
+        {
+            tracing::debug!(error = %err, "cannot record this worker as seen");
+        }
     }
 
     /// The claim loop: claims as many jobs as there are free slots, starts each, and waits for a
@@ -191,6 +244,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
         let mut claim_failures = 0u32;
         while !shutdown.is_cancelled() {
+            shared.health.turned(CLAIM_LOOP);
             let free = slots.available_permits();
             let mut filled_all = false;
             if free > 0 {

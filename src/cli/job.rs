@@ -19,7 +19,7 @@ use crate::tasks::Registry;
 pub enum JobCommand {
     /// Enqueue a job: `minion job submit KIND --flag value ...` (see `minion job kinds`).
     #[command(subcommand_required = true)]
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List the job kinds with what each does.
     Kinds {
         /// Print JSON instead of a table.
@@ -120,7 +120,8 @@ struct KindInfo {
 
 pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<()> {
     match command {
-        JobCommand::Submit(SubmitArgs { kind, options }) => {
+        JobCommand::Submit(submit) => {
+            let SubmitArgs { kind, options } = *submit;
             let mut job = kind.into_job()?;
             anyhow::ensure!(
                 options.max_attempts >= 1,

@@ -39,15 +39,36 @@ pub const NOTIFY_INSERT: &str = "SELECT pg_notify('minion_jobs', $1)";
 
 /// Claims up to $2 runnable jobs of queues $1 for worker $3 with a lease of $4 milliseconds.
 /// SKIP LOCKED lets concurrent claimers pass each other instead of waiting or double-claiming.
+///
+/// One ordered index scan per queue (the LATERAL subquery), so a claim reads about as many
+/// index entries as it claims, whatever the backlog. `queue = ANY($1)` in one scan would keep
+/// Postgres from walking `jobs_claim_idx` in order: it read and sorted the whole backlog (50k
+/// runnable jobs: a seq scan and an on-disk sort, 42.9 ms per claim). With one scan per queue
+/// (50k backlog, 50 claimed, 0.23 ms):
+///
+/// ```text
+/// Limit -> Sort (quicksort, 50 rows)
+///   -> Nested Loop -> Function Scan on unnest q
+///      -> Subquery Scan -> Limit -> LockRows
+///         -> Index Scan using jobs_claim_idx on jobs (rows=50)
+///              Index Cond: ((queue = q.name) AND (scheduled_at <= now()))
+/// ```
+///
+/// Rows a queue's scan locked but the outer LIMIT dropped are unlocked when the statement ends.
 pub const CLAIM: &str = "
     WITH next AS (
-        SELECT id FROM jobs
-        WHERE state IN ('available', 'scheduled', 'retryable')
-          AND queue = ANY($1)
-          AND scheduled_at <= now()
-        ORDER BY priority DESC, scheduled_at, id
+        SELECT j.id FROM unnest($1::text[]) AS q(name)
+        CROSS JOIN LATERAL (
+            SELECT id, priority, scheduled_at FROM jobs
+            WHERE state IN ('available', 'scheduled', 'retryable')
+              AND queue = q.name
+              AND scheduled_at <= now()
+            ORDER BY priority DESC, scheduled_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ) j
+        ORDER BY j.priority DESC, j.scheduled_at, j.id
         LIMIT $2
-        FOR UPDATE SKIP LOCKED
     )
     UPDATE jobs SET
         state = 'running',

@@ -211,6 +211,17 @@ fn metrics_of_a_scheduled_pipeline_parse_and_match_the_reports() {
     assert!(deleted > 0, "{gc}");
     std::thread::sleep(Duration::from_millis(600)); // one more gauge sample
 
+    // Listed before the scrape: plans keep completing, and a job is counted when it ends,
+    // just before its completion is written.
+    let completed: Vec<Value> = env.json(&[
+        "job",
+        "ls",
+        "--state",
+        "completed",
+        "--json",
+        "--limit",
+        "100000",
+    ]);
     let families = scrape(&env, port);
     for name in [
         "minion_jobs_total",
@@ -282,15 +293,6 @@ fn metrics_of_a_scheduled_pipeline_parse_and_match_the_reports() {
         ),
         Some(deleted as f64)
     );
-    let completed: Vec<Value> = env.json(&[
-        "job",
-        "ls",
-        "--state",
-        "completed",
-        "--json",
-        "--limit",
-        "100000",
-    ]);
     assert!(
         samples_sum(&families, "minion_jobs_total", &[("outcome", "completed")])
             >= completed.len() as f64,

@@ -41,6 +41,10 @@ pub struct WorkerArgs {
     /// Poll only; do not LISTEN for notifications.
     #[arg(long)]
     pub no_listen: bool,
+    /// Vacuum the jobs table once it holds this many dead tuples (one worker at a time; the
+    /// queue does not rely on autovacuum); 0 turns it off.
+    #[arg(long, default_value_t = 20_000)]
+    pub vacuum_dead_tuples: i64,
     /// Worker id recorded on claimed jobs (default: host-pid-random).
     #[arg(long)]
     pub id: Option<String>,
@@ -72,6 +76,7 @@ impl WorkerArgs {
             retry_backoff: self.retry_backoff,
             rescue_interval: self.rescue_interval,
             listen: !self.no_listen,
+            vacuum_dead_tuples: self.vacuum_dead_tuples,
         })
     }
 }

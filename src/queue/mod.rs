@@ -3,6 +3,7 @@
 //! fenced by (id, attempt), retries with jittered exponential backoff stored in the row, unique
 //! keys, delayed jobs, priorities, cancellation and pruning. The SQL is in [`sql`].
 
+mod maintenance;
 mod model;
 pub mod sql;
 mod stats;
@@ -166,7 +167,9 @@ impl Queue {
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, QueueError> {
+        // Unnamed statement: planned with this call's values (see `sql::CLAIM`).
         let jobs = sqlx::query_as::<_, ClaimedJob>(sql::CLAIM)
+            .persistent(false)
             .bind(queues)
             .bind(limit as i64)
             .bind(worker)

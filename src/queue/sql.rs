@@ -55,6 +55,8 @@ pub const NOTIFY_INSERT: &str = "SELECT pg_notify('minion_jobs', $1)";
 /// ```
 ///
 /// Rows a queue's scan locked but the outer LIMIT dropped are unlocked when the statement ends.
+/// Run unprepared (`Queue::claim`): a cached generic plan, made without knowing the LIMIT,
+/// sorted the backlog on disk at 200k runnable jobs.
 pub const CLAIM: &str = "
     WITH next AS (
         SELECT j.id FROM unnest($1::text[]) AS q(name)
@@ -244,3 +246,19 @@ pub const WORKERS_RECENT: &str = "
 
 /// Forgets processes not seen since $1.
 pub const WORKERS_PRUNE: &str = "DELETE FROM workers WHERE last_seen_at < $1";
+
+/// Dead tuple versions in `jobs`, and rows changed since its statistics were last gathered, as
+/// the statistics system counts them (it counts with autovacuum off too).
+pub const DEAD_TUPLES: &str = "
+    SELECT coalesce(n_dead_tup, 0), coalesce(n_mod_since_analyze, 0)
+    FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass";
+
+/// Removes dead tuples from `jobs` and from every index, the claim index included (the default
+/// would skip index cleanup when few pages hold dead tuples). No truncation: giving empty pages
+/// back takes an exclusive lock that would stall every claim meanwhile.
+/// Statistics are gathered too: the planner walks the claim index in order only while it knows
+/// how many runnable jobs a queue has (with stale statistics it sorted a 200k backlog on disk).
+pub const VACUUM: &str = "VACUUM (ANALYZE, INDEX_CLEANUP ON, TRUNCATE OFF) jobs";
+
+/// Statistics only, when rows were inserted or changed but few died.
+pub const ANALYZE: &str = "ANALYZE jobs";

@@ -160,6 +160,18 @@ pub(super) async fn rescuer(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "rescuer cannot reach Postgres"),
         }
+        let threshold = shared.options.vacuum_dead_tuples;
+        if threshold > 0 {
+            match shared.queue.vacuum_if_bloated(threshold).await {
+                Ok(Some((dead, changed))) => {
+                    tracing::debug!(dead, changed, "vacuumed or analyzed the jobs table")
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot vacuum the jobs table (does this role own it?)")
+                }
+            }
+        }
     }
 }
 

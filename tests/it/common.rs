@@ -634,3 +634,50 @@ pub fn typed(command: &str, args: &serde_json::Value) -> Vec<String> {
     }
     words
 }
+
+/// A private Postgres cluster that a test may stop and start, with a local store beside it:
+/// `minion` commands run against the two through [`PrivateCluster::command`].
+pub struct PrivateCluster {
+    dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl PrivateCluster {
+    /// Starts a cluster under `target/tmp/{prefix}...`.
+    pub fn start(prefix: &str) -> PrivateCluster {
+        let dir = cluster_dir(prefix);
+        let dev = upsert_minion::devdb::ensure_running(&dir.path().join("pg")).unwrap();
+        PrivateCluster {
+            url: dev.url(),
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `minion` with this cluster's database and store.
+    pub fn command(&self) -> Command {
+        let mut command = minion_command();
+        command
+            .env("DATABASE_URL", &self.url)
+            .env("MINION_STORE", self.path("store"));
+        command
+    }
+
+    /// Runs `minion ARGS` to the end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Stops the server; true if it was running.
+    pub fn stop(&self) -> bool {
+        upsert_minion::devdb::stop(&self.path("pg")).unwrap()
+    }
+
+    /// Starts the server again (same data, same port).
+    pub fn restart(&self) {
+        upsert_minion::devdb::ensure_running(&self.path("pg")).unwrap();
+    }
+}

@@ -388,25 +388,13 @@ fn metrics_of_a_scheduled_pipeline_parse_and_match_the_reports() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_follows_the_database_and_ends_at_sigterm() {
-    let dir = crate::common::cluster_dir("minion-ready-");
-    let pg_dir = dir.path().join("pg");
-    let dev = upsert_minion::devdb::ensure_running(&pg_dir).unwrap();
-    let url = dev.url();
-    let store = dir.path().join("store");
-    let minion = |args: &[&str]| {
-        crate::common::minion_command()
-            .env("DATABASE_URL", &url)
-            .env("MINION_STORE", &store)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let cluster = crate::common::PrivateCluster::start("minion-ready-");
+    let minion = |args: &[&str]| cluster.run(args);
     assert!(minion(&["migrate"]).status.success());
     let port = free_port();
-    let log_path = dir.path().join("worker.log");
-    let mut worker = crate::common::minion_command()
-        .env("DATABASE_URL", &url)
-        .env("MINION_STORE", &store)
+    let log_path = cluster.path("worker.log");
+    let mut worker = cluster
+        .command()
         .args([
             "worker",
             "--poll-interval",
@@ -423,10 +411,7 @@ async fn readiness_follows_the_database_and_ends_at_sigterm() {
     let ready = wait_status(port, "/readyz", 200, Duration::from_secs(20), &log);
     assert!(ready.contains("\"ready\":true"), "{ready}");
 
-    assert!(
-        upsert_minion::devdb::stop(&pg_dir).unwrap(),
-        "cluster was running"
-    );
+    assert!(cluster.stop(), "cluster was running");
     let down = wait_status(port, "/readyz", 503, Duration::from_secs(20), &log);
     let down: Value = serde_json::from_str(&down).unwrap();
     assert_eq!(down["catalog"]["ok"], false, "{down}");
@@ -435,7 +420,7 @@ async fn readiness_follows_the_database_and_ends_at_sigterm() {
     // Alive all the same: the loops turn, failing claims and all.
     assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
 
-    upsert_minion::devdb::ensure_running(&pg_dir).unwrap();
+    cluster.restart();
     wait_status(port, "/readyz", 200, Duration::from_secs(30), &log);
 
     // A job keeps the worker draining after SIGTERM; it is unready from the signal on.
@@ -466,8 +451,11 @@ async fn readiness_follows_the_database_and_ends_at_sigterm() {
     let finished = minion(&["job", "ls", "--state", "completed", "--json"]);
     let finished: Vec<Value> = serde_json::from_slice(&finished.stdout).unwrap();
     assert_eq!(finished.len(), 1, "the job finished during the drain");
-    assert!(!log().contains(&url), "the database URL is never logged");
-    upsert_minion::devdb::stop(&pg_dir).unwrap();
+    assert!(
+        !log().contains(&cluster.url),
+        "the database URL is never logged"
+    );
+    cluster.stop();
 }
 
 #[test]

@@ -281,24 +281,12 @@ async fn failures_retry_panics_are_isolated_and_attempts_run_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_carries_on_across_a_postgres_restart() {
     // A private cluster we may stop and start.
-    let dir = crate::common::cluster_dir("minion-restart-");
-    let pg_dir = dir.path().join("pg");
-    let dev = upsert_minion::devdb::ensure_running(&pg_dir).unwrap();
-    let url = dev.url();
-    let store = dir.path().join("store");
-    let run = |args: &[&str]| {
-        crate::common::minion_command()
-            .env("DATABASE_URL", &url)
-            .env("MINION_STORE", &store)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    assert!(run(&["migrate"]).status.success());
-    let log = std::fs::File::create(dir.path().join("worker.log")).unwrap();
-    let mut worker = crate::common::minion_command()
-        .env("DATABASE_URL", &url)
-        .env("MINION_STORE", &store)
+    let cluster = crate::common::PrivateCluster::start("minion-restart-");
+    let url = cluster.url.clone();
+    assert!(cluster.run(&["migrate"]).status.success());
+    let log = std::fs::File::create(cluster.path("worker.log")).unwrap();
+    let mut worker = cluster
+        .command()
         .args(worker_args(&["--concurrency", "2"]))
         .stderr(log)
         .spawn()
@@ -315,12 +303,9 @@ async fn the_worker_carries_on_across_a_postgres_restart() {
     .await;
     queue.pool().close().await;
 
-    assert!(
-        upsert_minion::devdb::stop(&pg_dir).unwrap(),
-        "cluster was running"
-    );
+    assert!(cluster.stop(), "cluster was running");
     std::thread::sleep(Duration::from_secs(2));
-    upsert_minion::devdb::ensure_running(&pg_dir).unwrap();
+    cluster.restart();
 
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect(&url)
@@ -339,7 +324,7 @@ async fn the_worker_carries_on_across_a_postgres_restart() {
     );
     sigterm(&worker);
     wait_exit(&mut worker, Duration::from_secs(15));
-    upsert_minion::devdb::stop(&pg_dir).unwrap();
+    cluster.stop();
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //!
 //! Fast path: fetch the newest snapshot, verify the manifest and every file against their
 //! checksums and every covered segment against the catalog, ingest the SST files into a local
-//! RocksDB (IngestExternalFile), load the bitmaps, then bring in the online segments the snapshot
-//! does not cover through the normal compare path. Slow path (`use_snapshot = false`): the compare
+//! RocksDB (IngestExternalFile), load the bitmaps, carry what compaction and merge replaced since
+//! onto the replacements through their lineage (`snapshot::lineage`), then bring in the online
+//! segments still without bitmaps (new ones, replacements not proven) through the compare path. Slow path (`use_snapshot = false`): the compare
 //! path over every segment, which is what a server without snapshots does.
 //!
 //! The compare path applies DESIGN.md section 3 row by row against the key metadata: a row wins
@@ -16,11 +17,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use rocksdb::{IngestExternalFileOptions, WriteOptions, DB};
+use rocksdb::{IngestExternalFileOptions, WriteBatch, WriteOptions, DB};
 use serde::Serialize;
 
-use crate::catalog::{Catalog, SegmentRow, SegmentState, SnapshotRow};
+use crate::catalog::{Catalog, SegmentRow, SegmentState};
 use crate::snapshot::keyrun::scan_keys;
+use crate::snapshot::lineage::{EntryFate, LineagePlan, LineageRefusal};
 use crate::snapshot::manifest::Manifest;
 pub use crate::snapshot::read::SegmentBitmaps;
 use crate::snapshot::read::{fetch_key_files, fetch_segment, load_all_bitmaps, load_manifest};
@@ -32,6 +34,9 @@ use crate::table::TableConfig;
 #[derive(Debug, Clone)]
 pub struct BootstrapOptions {
     pub use_snapshot: bool,
+    /// Map the snapshot onto compaction and merge outputs through their lineage; off sends every
+    /// replacement through the compare path (for comparisons and benchmarks).
+    pub use_lineage: bool,
     pub sst_format_version: i32,
     /// Local directory for downloads.
     pub staging_dir: PathBuf,
@@ -42,14 +47,20 @@ pub struct BootstrapReport {
     pub table: String,
     pub partition: u32,
     pub snapshot_version: Option<i64>,
+    /// Online segments loaded from the snapshot as they are.
     pub covered_segments: usize,
+    /// Covered segments replaced since the snapshot (compaction, merge).
+    pub replaced_segments: usize,
+    /// Replacements loaded by mapping the snapshot through their lineage (no compare path).
+    pub mapped_segments: usize,
+    /// Online segments through the compare path: new ones and replacements not proven.
     pub uncovered_segments: usize,
+    /// Replacements whose lineage did not prove a mapping, each with why (compare path).
+    pub lineage_refused: Vec<LineageRefusal>,
     pub keys: u64,
     pub valid_docs: u64,
     pub queryable_docs: u64,
     pub seconds: f64,
-    /// Why the newest snapshot was not used, when it was skipped for the slow path.
-    pub snapshot_skipped: Option<String>,
 }
 
 /// A loaded partition: its key metadata in RocksDB and its bitmaps per segment id.
@@ -69,13 +80,6 @@ pub enum LoaderError {
         segment: String,
         in_snapshot: String,
         now: String,
-    },
-    #[error("snapshot {version} of {table}/{partition} covers segment {segment}, which is no longer online (replaced or dropped); run a prebuild, or bootstrap with --no-snapshot")]
-    SegmentGone {
-        table: String,
-        partition: u32,
-        version: i64,
-        segment: String,
     },
     #[error("bootstrap directory {0} is not empty; remove it or choose another")]
     DirectoryNotEmpty(String),
@@ -111,16 +115,21 @@ pub async fn bootstrap(
         partition,
         snapshot_version: None,
         covered_segments: 0,
+        replaced_segments: 0,
+        mapped_segments: 0,
         uncovered_segments: 0,
+        lineage_refused: Vec::new(),
         keys: 0,
         valid_docs: 0,
         queryable_docs: 0,
         seconds: 0.0,
-        snapshot_skipped: None,
     };
     let mut bitmaps = BTreeMap::new();
-    let snapshot =
-        usable_snapshot(catalog, &online, &table, partition, options, &mut report).await?;
+    let snapshot = match options.use_snapshot {
+        true => catalog.latest_snapshot(table_name, partition).await?,
+        false => None,
+    };
+    let mut dropped_keys = 0;
     if let Some(snapshot) = snapshot {
         let manifest = load_manifest(store, &snapshot).await?;
         check_covered_segments(&manifest, &online)?;
@@ -139,9 +148,25 @@ pub async fn bootstrap(
                     )
                 })?;
         }
+        let plan = LineagePlan::new(&manifest, &online, options.use_lineage);
+        for refusal in &plan.refused {
+            tracing::warn!(
+                segment = %refusal.segment,
+                "snapshot {} not mapped onto this segment, which goes through the compare path: {}",
+                manifest.version,
+                refusal.reason
+            );
+        }
+        if !plan.is_empty() {
+            dropped_keys = map_keys(&db, &plan, &bitmaps)?;
+            plan.map_bitmaps(&mut bitmaps);
+        }
         report.snapshot_version = Some(manifest.version);
-        report.covered_segments = manifest.segments.len();
-        report.keys = manifest.key_count;
+        report.replaced_segments = plan.moves.len() + plan.dropped.len();
+        report.covered_segments = manifest.segments.len() - report.replaced_segments;
+        report.mapped_segments = plan.mapped_outputs.len();
+        report.lineage_refused = plan.refused;
+        report.keys = manifest.key_count - dropped_keys;
     }
     let (db, bitmaps, new_keys) = load_uncovered(
         store,
@@ -158,50 +183,12 @@ pub async fn bootstrap(
     Ok(finish(db, bitmaps, report, started))
 }
 
-/// The newest snapshot, unless the slow path was asked for or the snapshot covers a segment
-/// that is no longer online (then the reason is recorded in the report).
-async fn usable_snapshot(
-    catalog: &Catalog,
-    online: &[SegmentRow],
-    table: &TableConfig,
-    partition: u32,
-    options: &BootstrapOptions,
-    report: &mut BootstrapReport,
-) -> anyhow::Result<Option<SnapshotRow>> {
-    if !options.use_snapshot {
-        return Ok(None);
-    }
-    let Some(snapshot) = catalog.latest_snapshot(&table.name, partition).await? else {
-        return Ok(None);
-    };
-    // A snapshot that covers a segment since replaced by compaction or merge is stale, not
-    // wrong: the queued prebuild will replace it. Until then the slow path is the correct one.
-    let stale = snapshot
-        .segment_ids
-        .iter()
-        .find(|id| !online.iter().any(|o| o.id == **id));
-    if let Some(stale) = stale {
-        let reason = format!(
-            "snapshot {} covers segment {stale}, which is no longer online (compacted or merged since); loading without it until a prebuild publishes a newer one",
-            snapshot.version
-        );
-        tracing::warn!("{reason}");
-        report.snapshot_skipped = Some(reason);
-        return Ok(None);
-    }
-    Ok(Some(snapshot))
-}
-
-/// Every segment the manifest covers must still be online with the content it was built from.
+/// Every covered segment still online must have the content the snapshot was built from (those
+/// replaced since are the lineage's business).
 fn check_covered_segments(manifest: &Manifest, online: &[SegmentRow]) -> Result<(), LoaderError> {
     for covered in &manifest.segments {
         let Some(now) = online.iter().find(|s| s.id == covered.id) else {
-            return Err(LoaderError::SegmentGone {
-                table: manifest.table.clone(),
-                partition: manifest.partition,
-                version: manifest.version,
-                segment: covered.name.clone(),
-            });
+            continue;
         };
         if now.checksum != covered.checksum {
             return Err(LoaderError::SegmentChanged {
@@ -249,6 +236,37 @@ async fn load_uncovered(
         Ok((db, bitmaps, new_keys))
     })
     .await?
+}
+
+/// Rewrites the snapshot's key metadata through the lineage plan: entries of mapped segments
+/// point at their outputs, entries of dropped ones are deleted (their keys are compared again).
+/// Returns how many were deleted. `bitmaps` are the snapshot's, before they are mapped.
+fn map_keys(
+    db: &DB,
+    plan: &LineagePlan,
+    bitmaps: &BTreeMap<i64, SegmentBitmaps>,
+) -> anyhow::Result<u64> {
+    let mut write = WriteOptions::default();
+    write.disable_wal(true);
+    let mut batch = WriteBatch::default();
+    let mut dropped = 0;
+    for item in db.iterator(rocksdb::IteratorMode::Start) {
+        let (key, value) = item?;
+        let record = KeyRecord::decode(&value).context("malformed key-metadata record")?;
+        match plan.entry_fate(&record, bitmaps) {
+            EntryFate::Keep => continue,
+            EntryFate::Move(moved) => batch.put(&key, moved.encode()),
+            EntryFate::Drop => {
+                batch.delete(&key);
+                dropped += 1;
+            }
+        }
+        if batch.len() >= 65_536 {
+            db.write_opt(std::mem::take(&mut batch), &write)?;
+        }
+    }
+    db.write_opt(batch, &write)?;
+    Ok(dropped)
 }
 
 fn finish(

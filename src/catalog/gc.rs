@@ -7,7 +7,7 @@ use super::snapshots::SnapshotRow;
 use super::{Catalog, CatalogError, SegmentRow};
 
 const RETIRED_SEGMENTS: &str = "SELECT id, table_name, partition_id, sequence, name, object_key, row_count, \
-     byte_size, checksum, min_comparison, max_comparison, state, replaces, replaced_by, created_at \
+     byte_size, checksum, min_comparison, max_comparison, state, replaces, replaced_by, lineage, created_at \
      FROM segments WHERE table_name = $1 AND state <> 'online' AND state_changed_at < $2 ORDER BY id";
 /// Snapshots kept: each partition's latest, and any created at or after the cutoff (a reader
 /// may have pinned it).

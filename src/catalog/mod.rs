@@ -4,6 +4,7 @@
 
 pub mod commit;
 pub mod gc;
+mod lineage;
 mod replace;
 mod reservations;
 mod segments;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+pub use lineage::{Lineage, LineageInput};
 pub use replace::{ReplaceOutcome, SequenceGuard};
 pub use reservations::{IngestRegistration, ReservationLease};
 pub use segments::{NewSegment, SegmentRow, SegmentState};

@@ -3,21 +3,23 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Catalog, CatalogError};
+use sqlx::types::Json;
+
+use super::{Catalog, CatalogError, Lineage};
 
 const INSERT_SEGMENT: &str =
     "INSERT INTO segments (table_name, partition_id, sequence, name, object_key, \
-     row_count, byte_size, checksum, min_comparison, max_comparison, state) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'online') RETURNING id";
+     row_count, byte_size, checksum, min_comparison, max_comparison, state, lineage) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'online', $11) RETURNING id";
 const SELECT_SEGMENTS: &str =
     "SELECT id, table_name, partition_id, sequence, name, object_key, row_count, \
-     byte_size, checksum, min_comparison, max_comparison, state, replaces, replaced_by, created_at \
+     byte_size, checksum, min_comparison, max_comparison, state, replaces, replaced_by, lineage, created_at \
      FROM segments WHERE table_name = $1 AND ($2::int IS NULL OR partition_id = $2) \
      AND ($3::text IS NULL OR state = $3) ORDER BY partition_id, sequence, id";
 
 const SELECT_SEGMENT: &str =
     "SELECT id, table_name, partition_id, sequence, name, object_key, row_count, \
-     byte_size, checksum, min_comparison, max_comparison, state, replaces, replaced_by, created_at \
+     byte_size, checksum, min_comparison, max_comparison, state, replaces, replaced_by, lineage, created_at \
      FROM segments WHERE id = $1";
 
 /// Inserts one online segment inside the caller's transaction; returns its id.
@@ -36,6 +38,7 @@ pub(super) async fn insert_segment(
         .bind(&segment.checksum)
         .bind(segment.min_comparison)
         .bind(segment.max_comparison)
+        .bind(segment.lineage.clone().map(Json))
         .fetch_one(conn)
         .await?;
     Ok(id)
@@ -86,6 +89,8 @@ pub struct NewSegment {
     pub checksum: String,
     pub min_comparison: Option<f64>,
     pub max_comparison: Option<f64>,
+    /// For a compaction or merge output: how it was made (see `lineage`).
+    pub lineage: Option<Lineage>,
 }
 
 impl NewSegment {
@@ -109,6 +114,7 @@ impl NewSegment {
             checksum: written.checksum.clone(),
             min_comparison: written.min_comparison,
             max_comparison: written.max_comparison,
+            lineage: None,
         }
     }
 }
@@ -131,6 +137,7 @@ pub struct SegmentRow {
     pub state: SegmentState,
     pub replaces: Vec<i64>,
     pub replaced_by: Option<i64>,
+    pub lineage: Option<Json<Lineage>>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -392,6 +392,7 @@ async fn bootstrap_both_ways(context: &Context, table: &TableConfig) -> anyhow::
     for use_snapshot in [true, false] {
         let options = BootstrapOptions {
             use_snapshot,
+            use_lineage: true,
             sst_format_version: context.settings.prebuild.sst_format_version,
             staging_dir: context.settings.staging_dir.clone(),
         };

@@ -56,6 +56,10 @@ pub struct BootstrapArgs {
     /// The slow path: rebuild from segments alone.
     #[arg(long)]
     pub no_snapshot: bool,
+    /// Keep the snapshot but send compaction and merge outputs made since through the compare
+    /// path instead of mapping them through their lineage (for comparisons).
+    #[arg(long)]
+    pub no_lineage: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -100,6 +104,7 @@ pub struct ScanArgs {
 fn bootstrap_options(context: &Context, use_snapshot: bool) -> BootstrapOptions {
     BootstrapOptions {
         use_snapshot,
+        use_lineage: true,
         sst_format_version: context.settings.prebuild.sst_format_version,
         staging_dir: context.settings.staging_dir.clone(),
     }
@@ -212,7 +217,10 @@ pub async fn run(context: &Context, command: SnapshotCommand) -> anyhow::Result<
 pub async fn run_bootstrap(context: &Context, args: BootstrapArgs) -> anyhow::Result<()> {
     let catalog = context.catalog().await?;
     let store = context.store()?;
-    let options = bootstrap_options(context, !args.no_snapshot);
+    let options = BootstrapOptions {
+        use_lineage: !args.no_lineage,
+        ..bootstrap_options(context, !args.no_snapshot)
+    };
     let loaded = bootstrap(
         catalog,
         &store,
@@ -226,20 +234,24 @@ pub async fn run_bootstrap(context: &Context, args: BootstrapArgs) -> anyhow::Re
     if args.json {
         return print_json(report);
     }
-    let path = if args.no_snapshot || report.snapshot_skipped.is_some() {
+    let path = if report.snapshot_version.is_none() {
         "without snapshot"
     } else {
         "from snapshot"
     };
-    if let Some(reason) = &report.snapshot_skipped {
-        println!("note: {reason}");
+    for refusal in &report.lineage_refused {
+        println!(
+            "note: segment {} through the compare path: {}",
+            refusal.segment, refusal.reason
+        );
     }
     let snapshot = report
         .snapshot_version
         .map_or_else(|| "no snapshot".to_string(), |v| format!("snapshot {v}"));
     println!(
-        "bootstrapped {}/{} {path} ({snapshot}: {} segments covered, {} through the compare path): {} keys, {} valid docs, {} queryable, in {:.3}s",
-        report.table, report.partition, report.covered_segments, report.uncovered_segments,
+        "bootstrapped {}/{} {path} ({snapshot}: {} segments covered, {} replaced since and {} replacements mapped through lineage, {} through the compare path): {} keys, {} valid docs, {} queryable, in {:.3}s",
+        report.table, report.partition, report.covered_segments, report.replaced_segments,
+        report.mapped_segments, report.uncovered_segments,
         report.keys, report.valid_docs, report.queryable_docs, report.seconds
     );
     Ok(())

@@ -9,12 +9,13 @@ use super::{
     discard_uploads, prebuild_follow_up, rewrite, CompactionOutcome, CoveringSnapshot,
     RewriteInput, RewriteStats,
 };
-use crate::catalog::{NewSegment, ReplaceOutcome, SegmentState};
+use crate::catalog::{Lineage, NewSegment, ReplaceOutcome, SegmentState};
 use crate::error::Permanent;
 use crate::faults::pause_point;
 use crate::job::Services;
 use crate::segment::new_segment_name;
 use crate::snapshot::read::fetch_segment;
+use crate::snapshot::runs::{write_output_run, OutputRun, OutputRunInput};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CompactReport {
@@ -29,6 +30,8 @@ pub struct CompactReport {
     pub new_segment_id: Option<i64>,
     /// How the rewrite treated the input's row groups (copied through, decoded, skipped).
     pub row_groups: RewriteStats,
+    /// How the output's key run was made, for the follow-up prebuild.
+    pub key_run: Option<OutputRun>,
 }
 
 pub async fn compact(
@@ -62,6 +65,7 @@ pub async fn compact(
         bytes_after: segment.byte_size as u64,
         new_segment_id: None,
         row_groups: RewriteStats::default(),
+        key_run: None,
     };
     if segment.state != SegmentState::Online {
         report.outcome = CompactionOutcome::NotOnline;
@@ -103,11 +107,15 @@ pub async fn compact(
     fetch_segment(store, &segment, &local_input).await?;
     let name = new_segment_name(table_name, partition, segment.sequence);
     let local_output = work.path().join("output.parquet");
+    let lineage = Lineage {
+        snapshot_version: snapshot.version,
+        inputs: vec![snapshot.lineage_input(&segment, &valid, 0)],
+    };
     let (written, row_groups) = {
         let table = table.clone();
         let inputs = vec![RewriteInput {
             path: local_input,
-            valid,
+            valid: valid.clone(),
         }];
         let (output, sequence) = (local_output.clone(), segment.sequence);
         tokio::task::spawn_blocking(move || {
@@ -116,7 +124,26 @@ pub async fn compact(
         .await??
     };
     report.row_groups = row_groups;
-    let output = NewSegment::for_written(table_name, partition, segment.sequence, name, &written);
+    let mut output =
+        NewSegment::for_written(table_name, partition, segment.sequence, name, &written);
+    output.lineage = Some(lineage);
+    let run_input = OutputRunInput {
+        segment: &segment,
+        valid: &valid,
+        offset: 0,
+    };
+    report.key_run = Some(
+        write_output_run(
+            store,
+            &table,
+            &[run_input],
+            &output,
+            &local_output,
+            work.path(),
+            services.prebuild.max_run_entries,
+        )
+        .await?,
+    );
     pause_point("compact:before_upload").await;
     store
         .put_file_once(&output.object_key, &local_output)

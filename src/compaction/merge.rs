@@ -25,12 +25,15 @@ use super::{
     discard_uploads, prebuild_follow_up, rewrite, CompactionOutcome, CoveringSnapshot,
     RewriteInput, RewriteStats,
 };
-use crate::catalog::{NewSegment, ReplaceOutcome, SegmentRow, SegmentState, SequenceGuard};
+use crate::catalog::{
+    Lineage, NewSegment, ReplaceOutcome, SegmentRow, SegmentState, SequenceGuard,
+};
 use crate::error::Permanent;
 use crate::faults::pause_point;
 use crate::job::Services;
 use crate::segment::new_segment_name;
 use crate::snapshot::read::fetch_segment;
+use crate::snapshot::runs::{write_output_run, OutputRun, OutputRunInput};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeReport {
@@ -45,6 +48,8 @@ pub struct MergeReport {
     pub bytes_after: u64,
     pub new_segment_ids: Vec<i64>,
     pub row_groups: RewriteStats,
+    /// How each output's key run was made, for the follow-up prebuild.
+    pub key_runs: Vec<OutputRun>,
     /// For `sequence_gap`: the foreign sequence found inside the inputs' range.
     pub gap_sequence: Option<i64>,
 }
@@ -97,6 +102,7 @@ pub async fn merge(
         bytes_after: 0,
         new_segment_ids: Vec::new(),
         row_groups: RewriteStats::default(),
+        key_runs: Vec::new(),
         gap_sequence: None,
     };
     if inputs.iter().any(|s| s.state != SegmentState::Online) {
@@ -168,18 +174,35 @@ pub async fn merge(
         locals.push(local);
     }
     let mut outputs = Vec::with_capacity(groups.len());
-    let mut bitmaps: Vec<Option<roaring::RoaringBitmap>> = bitmaps.into_iter().map(Some).collect();
     for (number, group) in groups.iter().enumerate() {
         let sequence = group
             .iter()
             .map(|&index| inputs[index].sequence)
             .max()
             .expect("groups are never empty");
+        // Inputs one after the other, in sequence order: each one's rows start where the
+        // previous one's end (`catalog::Lineage`).
+        let mut offsets = Vec::with_capacity(group.len());
+        let mut next = 0u64;
+        for &index in group {
+            offsets.push(next);
+            next += bitmaps[index].len();
+        }
+        let lineage = Lineage {
+            snapshot_version: snapshot.version,
+            inputs: group
+                .iter()
+                .zip(&offsets)
+                .map(|(&index, &offset)| {
+                    snapshot.lineage_input(&inputs[index], &bitmaps[index], offset)
+                })
+                .collect(),
+        };
         let rewrite_inputs: Vec<RewriteInput> = group
             .iter()
             .map(|&index| RewriteInput {
                 path: locals[index].clone(),
-                valid: bitmaps[index].take().expect("each input is in one group"),
+                valid: bitmaps[index].clone(),
             })
             .collect();
         let local_output = work.path().join(format!("output-{number}.parquet"));
@@ -192,7 +215,29 @@ pub async fn merge(
         };
         report.row_groups.add(&stats);
         let name = new_segment_name(table_name, partition, sequence);
-        let output = NewSegment::for_written(table_name, partition, sequence, name, &written);
+        let mut output = NewSegment::for_written(table_name, partition, sequence, name, &written);
+        output.lineage = Some(lineage);
+        let run_inputs: Vec<OutputRunInput<'_>> = group
+            .iter()
+            .zip(&offsets)
+            .map(|(&index, &offset)| OutputRunInput {
+                segment: &inputs[index],
+                valid: &bitmaps[index],
+                offset,
+            })
+            .collect();
+        report.key_runs.push(
+            write_output_run(
+                &services.store,
+                &table,
+                &run_inputs,
+                &output,
+                &local_output,
+                work.path(),
+                services.prebuild.max_run_entries,
+            )
+            .await?,
+        );
         pause_point("merge:before_upload").await;
         services
             .store

@@ -30,7 +30,7 @@ pub use select::{plan, CompactionPlan, MergeGroup, SegmentCandidate, SkipReason}
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::SegmentRow;
+use crate::catalog::{LineageInput, SegmentRow};
 use crate::error::Permanent;
 use crate::job::args::PrebuildArgs;
 use crate::job::{JobArgs, Services};
@@ -38,6 +38,7 @@ use crate::queue::NewJob;
 use crate::snapshot::manifest::ManifestSegment;
 use crate::snapshot::read::{load_bitmap, load_manifest};
 use crate::snapshot::Manifest;
+use crate::storage::layout;
 
 /// What a compact or merge job did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +117,26 @@ impl CoveringSnapshot {
         self.entry(segment_id).is_some()
     }
 
+    /// The lineage record of `segment` as an input of a rewrite that keeps `valid` (this
+    /// snapshot's bitmap of it) from output row `offset` on.
+    pub fn lineage_input(
+        &self,
+        segment: &SegmentRow,
+        valid: &RoaringBitmap,
+        offset: u64,
+    ) -> LineageInput {
+        let entry = self
+            .entry(segment.id)
+            .expect("bitmap read from this snapshot");
+        LineageInput {
+            segment_id: segment.id,
+            checksum: segment.checksum.clone(),
+            valid_checksum: entry.valid.checksum.clone(),
+            valid_docs: valid.len(),
+            offset,
+        }
+    }
+
     /// The segment's validDocIds, refused unless the snapshot covered exactly this content.
     pub async fn valid_docs(
         &self,
@@ -143,12 +164,15 @@ impl CoveringSnapshot {
     }
 }
 
-/// Deletes the uploads of a job that lost its compare-and-swap. Best effort: a failure is only
-/// logged, GC sweeps whatever no catalog row knows.
+/// Deletes the uploads (segment and key run) of a job that lost its compare-and-swap. Best
+/// effort: a failure is only logged, GC sweeps whatever no catalog row knows.
 pub(crate) async fn discard_uploads(services: &Services, outputs: &[crate::catalog::NewSegment]) {
     for output in outputs {
-        if let Err(err) = services.store.delete(&output.object_key).await {
-            tracing::warn!(object = %output.object_key, error = %err, "could not delete a losing upload; GC will sweep it");
+        let run = layout::keyrun_key(&output.table, output.partition, &output.name);
+        for key in [&output.object_key, &run] {
+            if let Err(err) = services.store.delete(key).await {
+                tracing::warn!(object = %key, error = %err, "could not delete a losing upload; GC will sweep it");
+            }
         }
     }
 }

@@ -6,12 +6,14 @@
 
 pub mod build;
 pub mod keyrun;
+pub mod lineage;
 pub mod manifest;
+mod mapped;
 pub mod ranges;
 pub mod read;
 pub mod record;
 pub mod resolve;
-mod runs;
+pub mod runs;
 pub mod sst;
 pub mod verify;
 

@@ -90,8 +90,11 @@ pub async fn load_all_bitmaps(
     store: &Store,
     manifest: &Manifest,
 ) -> Result<Vec<(i64, SegmentBitmaps)>, SnapshotError> {
-    futures::stream::iter(&manifest.segments)
-        .map(|covered| async move {
+    // By index: a stream of borrowed entries trips the compiler's higher-ranked lifetime check
+    // inside a task's `Send` future (the prebuild's).
+    futures::stream::iter(0..manifest.segments.len())
+        .map(|index| async move {
+            let covered = &manifest.segments[index];
             let valid = load_bitmap(store, &covered.valid, covered.rows).await?;
             let queryable = load_bitmap(store, &covered.queryable, covered.rows).await?;
             Ok((covered.id, SegmentBitmaps { valid, queryable }))
@@ -123,8 +126,9 @@ pub async fn fetch_key_files(
     dir: &Path,
     prefix: &str,
 ) -> Result<Vec<PathBuf>, SnapshotError> {
-    futures::stream::iter(manifest.key_files.iter().enumerate())
-        .map(|(index, file)| async move {
+    futures::stream::iter(0..manifest.key_files.len())
+        .map(|index| async move {
+            let file = &manifest.key_files[index];
             let local = dir.join(format!("{prefix}{index}.sst"));
             store
                 .download_verified(&file.file.key, &local, expected_file(&file.file))

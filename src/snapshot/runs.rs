@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
+use roaring::RoaringBitmap;
+use serde::Serialize;
 
 use super::build::PrebuildOptions;
-use super::keyrun::{build_run, RunFile};
+use super::keyrun::{build_run, derive_run, DeriveInput, RunFile, RunReader};
 use super::read::{fetch_segment, SnapshotError};
 use crate::catalog::SegmentRow;
 use crate::storage::{layout, StorageError, Store};
@@ -98,6 +100,111 @@ async fn ensure_run(
     match store.put_file_once(&run_key, &local_run).await {
         // Another prebuild built the same run first; runs are deterministic, ours is as good.
         Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok((local_run, false)),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// One input of a rewritten segment, for [`write_output_run`].
+pub struct OutputRunInput<'a> {
+    pub segment: &'a SegmentRow,
+    pub valid: &'a RoaringBitmap,
+    pub offset: u64,
+}
+
+/// How the key run of a rewritten segment came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputRun {
+    /// From the inputs' runs and bitmaps (issue 14): no Parquet read.
+    Derived,
+    /// An input had no run in the store: built from the local output file.
+    Built,
+}
+
+/// Writes and uploads the key run of a compaction or merge output before its swap, so the
+/// follow-up prebuild reads runs only. Derived from the inputs' stored runs when every input has
+/// one (each checked against its segment's checksum); otherwise built from `local_output`, the
+/// output file the rewrite just wrote.
+pub async fn write_output_run(
+    store: &Store,
+    table: &TableConfig,
+    inputs: &[OutputRunInput<'_>],
+    output: &crate::catalog::NewSegment,
+    local_output: &Path,
+    workdir: &Path,
+    max_run_entries: usize,
+) -> anyhow::Result<OutputRun> {
+    let mut runs = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let segment = input.segment;
+        let key = layout::keyrun_key(&table.name, segment.partition as u32, &segment.name);
+        let local = workdir.join(format!("input-{}.run", segment.id));
+        match store.download_to(&key, &local).await {
+            Ok(_) => runs.push((key, local)),
+            Err(StorageError::NotFound { .. }) => break,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let out = workdir.join(format!("{}.run", output.name));
+    let how = if runs.len() == inputs.len() {
+        let derive: Vec<(PathBuf, RoaringBitmap, u64, String, String, String)> = inputs
+            .iter()
+            .zip(runs)
+            .map(|(input, (key, local))| {
+                (
+                    local,
+                    input.valid.clone(),
+                    input.offset,
+                    key,
+                    input.segment.name.clone(),
+                    input.segment.checksum.clone(),
+                )
+            })
+            .collect();
+        let (checksum, path) = (output.checksum.clone(), out.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            for (local, _, _, key, name, checksum) in &derive {
+                let header = RunReader::open(local)?.header;
+                if header.segment_checksum != *checksum {
+                    return Err(SnapshotError::RunMismatch {
+                        key: key.clone(),
+                        segment: name.clone(),
+                        checksum: checksum.clone(),
+                    }
+                    .into());
+                }
+            }
+            let inputs: Vec<DeriveInput<'_>> = derive
+                .iter()
+                .map(|(local, valid, offset, ..)| DeriveInput {
+                    run: local.clone(),
+                    valid,
+                    offset: *offset,
+                })
+                .collect();
+            derive_run(&inputs, &checksum, &path)?;
+            Ok(())
+        })
+        .await??;
+        OutputRun::Derived
+    } else {
+        let (table, checksum, segment, path, work) = (
+            table.clone(),
+            output.checksum.clone(),
+            local_output.to_path_buf(),
+            out.clone(),
+            workdir.to_path_buf(),
+        );
+        tokio::task::spawn_blocking(move || {
+            build_run(&segment, &checksum, &table, &path, &work, max_run_entries)
+        })
+        .await??;
+        OutputRun::Built
+    };
+    let key = layout::keyrun_key(&table.name, output.partition, &output.name);
+    match store.put_file_once(&key, &out).await {
+        // A rerun of the same job wrote the same output name: runs are deterministic.
+        Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(how),
         Err(err) => Err(err.into()),
     }
 }

@@ -518,6 +518,68 @@ impl TestEnv {
         ]);
     }
 
+    /// Loads `table`/`partition` from its newest snapshot and without one (every segment through
+    /// the compare path), asserts the two are identical (key metadata, validDocIds and
+    /// queryableDocIds), and returns the report of the load from the snapshot.
+    pub fn assert_bootstrap_exact(
+        &self,
+        table: &str,
+        partition: u32,
+        tag: &str,
+    ) -> upsert_minion::loader::BootstrapReport {
+        self.assert_bootstraps_agree(table, partition, tag, (true, true), (false, true))
+    }
+
+    /// Loads `table`/`partition` twice with `(use_snapshot, use_lineage)` set as given, asserts
+    /// the two are identical, and returns the first load's report.
+    pub fn assert_bootstraps_agree(
+        &self,
+        table: &str,
+        partition: u32,
+        tag: &str,
+        first: (bool, bool),
+        second: (bool, bool),
+    ) -> upsert_minion::loader::BootstrapReport {
+        use upsert_minion::loader::{bootstrap, BootstrapOptions};
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let catalog = upsert_minion::catalog::Catalog::connect(&self.db.url)
+                .await
+                .unwrap();
+            let store = self.store();
+            let options = |(use_snapshot, use_lineage)| BootstrapOptions {
+                use_snapshot,
+                use_lineage,
+                sst_format_version: 5,
+                staging_dir: self.dir.path().to_path_buf(),
+            };
+            let (fast_dir, slow_dir) = (
+                self.path(&format!("{tag}-p{partition}-fast")),
+                self.path(&format!("{tag}-p{partition}-slow")),
+            );
+            let fast = bootstrap(&catalog, &store, table, partition, &fast_dir, &options(first))
+                .await
+                .unwrap();
+            let slow = bootstrap(&catalog, &store, table, partition, &slow_dir, &options(second))
+                .await
+                .unwrap();
+            let report = fast.report.clone();
+            assert!(
+                fast.bitmaps == slow.bitmaps,
+                "{tag}: the bitmaps of load {first:?} differ from load {second:?}'s: {report:?}"
+            );
+            assert!(
+                fast.dump_keys().unwrap() == slow.dump_keys().unwrap(),
+                "{tag}: the key metadata of load {first:?} differs from load {second:?}'s: {report:?}"
+            );
+            assert_eq!(report.keys, slow.report.keys, "{tag}");
+            drop((fast, slow));
+            let _ = std::fs::remove_dir_all(&fast_dir);
+            let _ = std::fs::remove_dir_all(&slow_dir);
+            report
+        })
+    }
+
     /// `minion run KIND --flags` in this process, its JSON report back.
     pub fn run_task(&self, kind: &str, args: &serde_json::Value) -> serde_json::Value {
         self.json(&typed(&format!("run {kind}"), args))

@@ -11,6 +11,7 @@ mod deploy;
 mod embedded;
 mod gc;
 mod ingest;
+mod lineage;
 mod liveness;
 mod lost_commit;
 mod merge;

@@ -96,6 +96,7 @@ async fn load(
     let catalog = Catalog::connect(&env.db.url).await.unwrap();
     let options = BootstrapOptions {
         use_snapshot,
+        use_lineage: true,
         sst_format_version: 5,
         staging_dir: env.dir.path().to_path_buf(),
     };

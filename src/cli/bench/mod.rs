@@ -2,6 +2,7 @@
 //! compares against a baseline run in the same process or script (see BENCHMARKS.md).
 
 mod compact;
+mod lineage;
 mod prebuild;
 mod queue;
 

@@ -33,6 +33,13 @@ pub struct PrebuildBenchArgs {
     /// Where the figures are written as JSON.
     #[arg(long, default_value = "bench-results/prebuild.json")]
     pub output: PathBuf,
+    /// Then compact this share of the segments (at least one) and merge a few more, and measure
+    /// bootstrap through lineage and the follow-up prebuild (issue 14). 0 leaves it out.
+    #[arg(long, default_value_t = 0.0)]
+    pub compact_fraction: f64,
+    /// Segments merged into one in that scenario.
+    #[arg(long, default_value_t = 3)]
+    pub merge_segments: usize,
 }
 
 pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<()> {
@@ -42,26 +49,7 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
     let (name, _table) = bench_table(context, args.rows, args.keys, args.segment_rows).await?;
 
     // Prebuild from scratch in a child process, so its peak RSS is its own.
-    let exe = std::env::current_exe()?;
-    let mut command = Command::new(exe);
-    if let DatabaseSetting::Url(url) = &context.settings.database {
-        command.arg("--database-url").arg(url);
-    }
-    command
-        .arg("--store")
-        .arg(&context.settings.store)
-        .args(["run", "prebuild", "--table", &name, "--partition", "0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let started = Instant::now();
-    let child = command.spawn()?;
-    let (status, max_rss_kib) =
-        tokio::task::spawn_blocking(move || wait_with_rusage(child)).await??;
-    let prebuild_seconds = started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        status == 0,
-        "the prebuild child failed (exit status {status})"
-    );
+    let (prebuild_seconds, max_rss_kib) = prebuild_child(context, &name).await?;
     let snapshot = catalog
         .latest_snapshot(&name, 0)
         .await?
@@ -110,6 +98,7 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
         }
         let options = BootstrapOptions {
             use_snapshot,
+            use_lineage: true,
             sst_format_version: context.settings.prebuild.sst_format_version,
             staging_dir: context.settings.staging_dir.clone(),
         };
@@ -129,7 +118,7 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
         let manifest = crate::snapshot::Manifest::parse(&snapshot.manifest_key, &manifest_bytes)?;
         manifest.key_files.iter().map(|f| f.file.size).sum()
     };
-    let figures = json!({
+    let mut figures = json!({
         "benchmark": "prebuild",
         "rows": args.rows,
         "keys": keys,
@@ -149,8 +138,48 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
         "bootstrap_without_snapshot_seconds": bootstrap_seconds[1],
         "bootstrap_speedup": bootstrap_seconds[1] / bootstrap_seconds[0],
     });
+    if args.compact_fraction > 0.0 {
+        let scenario = super::lineage::after_compaction(
+            context,
+            &name,
+            &super::lineage::Scenario {
+                compact_fraction: args.compact_fraction,
+                merge_segments: args.merge_segments,
+                skip_slow_path: args.skip_slow_path,
+                from_scratch_prebuild_seconds: prebuild_seconds,
+            },
+        )
+        .await?;
+        figures["after_compaction"] = scenario;
+    }
     println!("{}", serde_json::to_string_pretty(&figures)?);
     write_figures(&args.output, &figures)
+}
+
+/// Runs `minion run prebuild` for partition 0 of `name` in a child process; returns its whole
+/// life in seconds and its peak RSS in KiB.
+pub(super) async fn prebuild_child(context: &Context, name: &str) -> anyhow::Result<(f64, i64)> {
+    let exe = std::env::current_exe()?;
+    let mut command = Command::new(exe);
+    if let DatabaseSetting::Url(url) = &context.settings.database {
+        command.arg("--database-url").arg(url);
+    }
+    command
+        .arg("--store")
+        .arg(&context.settings.store)
+        .args(["run", "prebuild", "--table", name, "--partition", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let started = Instant::now();
+    let child = command.spawn()?;
+    let (status, max_rss_kib) =
+        tokio::task::spawn_blocking(move || wait_with_rusage(child)).await??;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        status == 0,
+        "the prebuild child failed (exit status {status})"
+    );
+    Ok((seconds, max_rss_kib))
 }
 
 /// Waits for `child` and returns (exit code, peak RSS in KiB).

@@ -18,10 +18,12 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 mod build;
+mod derive;
 mod file;
 mod reader;
 
 pub use build::{build_run, scan_keys};
+pub use derive::{derive_run, DeriveInput};
 pub use file::{KeyRange, RangeReader, RunFile};
 pub use reader::{MergedRuns, RunReader};
 

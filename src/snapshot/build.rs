@@ -3,8 +3,6 @@
 //! 1. Ensure every online segment has its sorted key run (reused from the store, or built from
 //!    the segment's key, comparison and delete columns, checked against the catalog checksum).
 //! 2. Merge the runs and resolve winners (`resolve`), writing key metadata in merge order.
-//!    When the only changes since the previous snapshot are compaction and merge outputs its
-//!    lineage proves, steps 1 and 2 are replaced by mapping it onto them (`mapped`).
 //! 3. Upload bitmaps, SST files and, last, the manifest, under a fresh directory.
 //! 4. Publish by compare-and-swap on the partition's latest snapshot version.
 
@@ -18,9 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keyrun::{RunFile, RunReader};
 use super::manifest::{FileEntry, KeyFile, Manifest, ManifestSegment, FORMAT};
-use super::mapped::map_previous;
 use super::ranges::{resolve_in_ranges, RangePlan};
-use super::read::load_manifest;
 use super::record::ComparisonKind;
 use super::resolve::{resolve, Resolution, Source, TtlSettings};
 use super::runs::gather_runs;
@@ -110,9 +106,6 @@ pub struct PrebuildReport {
     pub runs_seconds: f64,
     /// Time spent merging runs, resolving winners and writing SST files.
     pub resolve_seconds: f64,
-    /// The previous snapshot's version when this one was made by mapping it through the lineage
-    /// of compaction and merge outputs (`mapped`), reading no run and no Parquet.
-    pub mapped_from: Option<i64>,
 }
 
 /// What a prebuild starts from: the table, the newest snapshot and the online segments.
@@ -152,7 +145,6 @@ pub async fn prebuild(
         seconds: 0.0,
         runs_seconds: 0.0,
         resolve_seconds: 0.0,
-        mapped_from: None,
     };
     let ids: Vec<i64> = segments.iter().map(|s| s.id).collect();
     if previous.as_ref().is_some_and(|p| p.segment_ids == ids) {
@@ -173,32 +165,14 @@ pub async fn prebuild(
             )
         })?;
     let phase = Instant::now();
-    let mapped = match previous {
-        Some(row) => {
-            let manifest = load_manifest(store, row).await?;
-            map_previous(store, table, &manifest, segments, workdir.path(), options).await?
-        }
-        None => None,
-    };
-    let (resolution, sst_files) = match mapped {
-        Some(mapped) => {
-            report.mapped_from = expected;
-            report.resolve_seconds = phase.elapsed().as_secs_f64();
-            mapped
-        }
-        None => {
-            let (run_paths, reused) =
-                gather_runs(store, table, segments, workdir.path(), options).await?;
-            report.runs_reused = reused;
-            report.runs_built = segments.len() - reused;
-            report.runs_seconds = phase.elapsed().as_secs_f64();
-            let phase = Instant::now();
-            let resolved =
-                resolve_partition(table, segments, run_paths, workdir.path(), options).await?;
-            report.resolve_seconds = phase.elapsed().as_secs_f64();
-            resolved
-        }
-    };
+    let (run_paths, reused) = gather_runs(store, table, segments, workdir.path(), options).await?;
+    report.runs_reused = reused;
+    report.runs_built = segments.len() - reused;
+    report.runs_seconds = phase.elapsed().as_secs_f64();
+    let phase = Instant::now();
+    let (resolution, sst_files) =
+        resolve_partition(table, segments, run_paths, workdir.path(), options).await?;
+    report.resolve_seconds = phase.elapsed().as_secs_f64();
 
     let version = expected.unwrap_or(0) + 1;
     // A fresh directory per build (its name has a random part): every object of this snapshot,

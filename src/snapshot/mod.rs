@@ -8,7 +8,6 @@ pub mod build;
 pub mod keyrun;
 pub mod lineage;
 pub mod manifest;
-mod mapped;
 pub mod ranges;
 pub mod read;
 pub mod record;

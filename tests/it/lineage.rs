@@ -146,7 +146,6 @@ fn the_snapshot_is_mapped_through_compaction_and_merge_and_the_follow_up_reads_n
     let prebuilt = env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     hide_parquet(&env, &replaced, false);
     assert_eq!(prebuilt["outcome"], "published", "{prebuilt}");
-    assert_eq!(prebuilt["mapped_from"], Value::Null, "{prebuilt}");
     assert_eq!(prebuilt["runs_built"], new_segments, "{prebuilt}");
     assert_eq!(prebuilt["runs_reused"], replaced.len(), "{prebuilt}");
     let verified = env.ok(&["verify", "--table", "orders"]);
@@ -162,7 +161,7 @@ fn the_snapshot_is_mapped_through_compaction_and_merge_and_the_follow_up_reads_n
 }
 
 #[test]
-fn the_follow_up_prebuild_maps_the_previous_snapshot_reading_no_run_and_no_parquet() {
+fn the_follow_up_prebuild_reads_runs_only_and_a_missing_run_is_scanned_around() {
     let env = TestEnv::orders(24000, 8000, 17, 1000);
     env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     let segments = env.online("orders", 0);
@@ -174,34 +173,38 @@ fn the_follow_up_prebuild_maps_the_previous_snapshot_reading_no_run_and_no_parqu
         &json!({"table": "orders", "partition": 0, "segment_ids": ids(&segments[2..5])}),
     );
     assert_eq!(merged["outcome"], "merged", "{merged}");
-    // Every segment's Parquet and every key run out of reach.
+    // Without an output's key run, the loader rewrites the key metadata by scanning it.
     let online = env.online("orders", 0);
     let root = PathBuf::from(&env.store_url);
-    let runs: Vec<PathBuf> = online
+    let output = online
         .iter()
-        .map(|s| root.join(layout::keyrun_key("orders", 0, s["name"].as_str().unwrap())))
-        .collect();
-    for run in &runs {
-        std::fs::rename(run, run.with_extension("hidden")).unwrap();
-    }
+        .find(|s| s["id"] == merged["new_segment_ids"][0])
+        .unwrap();
+    let run = root.join(layout::keyrun_key(
+        "orders",
+        0,
+        output["name"].as_str().unwrap(),
+    ));
+    std::fs::rename(&run, run.with_extension("hidden")).unwrap();
+    let report = env.assert_bootstrap_exact("orders", 0, "scanned");
+    assert_eq!(report.mapped_segments, 3, "{report:?}");
+    std::fs::rename(run.with_extension("hidden"), &run).unwrap();
+
+    // The follow-up prebuild: every segment's Parquet out of reach, every run reused.
     hide_parquet(&env, &online, true);
     let prebuilt = env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     hide_parquet(&env, &online, false);
-    for run in &runs {
-        std::fs::rename(run.with_extension("hidden"), run).unwrap();
-    }
     assert_eq!(prebuilt["outcome"], "published", "{prebuilt}");
-    assert_eq!(prebuilt["mapped_from"], 1, "{prebuilt}");
     assert_eq!(
         (&prebuilt["runs_built"], &prebuilt["runs_reused"]),
-        (&json!(0), &json!(0))
+        (&json!(0), &json!(online.len()))
     );
     let verified = env.ok(&["verify", "--table", "orders"]);
     assert!(
         verified.contains("partition 0: snapshot 2 matches"),
         "{verified}"
     );
-    let report = env.assert_bootstrap_exact("orders", 0, "mapped-prebuild");
+    let report = env.assert_bootstrap_exact("orders", 0, "follow-up");
     assert_eq!(report.snapshot_version, Some(2));
     assert_eq!(report.covered_segments, online.len());
 }

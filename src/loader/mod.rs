@@ -3,26 +3,29 @@
 //! Fast path: fetch the newest snapshot, verify the manifest and every file against their
 //! checksums and every covered segment against the catalog, ingest the SST files into a local
 //! RocksDB (IngestExternalFile), load the bitmaps, carry what compaction and merge replaced since
-//! onto the replacements through their lineage (`snapshot::lineage`), then bring in the online
-//! segments still without bitmaps (new ones, replacements not proven) through the compare path. Slow path (`use_snapshot = false`): the compare
-//! path over every segment, which is what a server without snapshots does.
+//! onto the replacements through their lineage (`snapshot::lineage`, `keys`), then bring in the
+//! online segments still without bitmaps (new ones, replacements not proven) through the compare
+//! path. Slow path (`use_snapshot = false`): the compare path over every segment, which is what a
+//! server without snapshots does.
 //!
 //! The compare path applies DESIGN.md section 3 row by row against the key metadata: a row wins
 //! over the stored winner if its (comparison, segment sequence, docId) is larger. Keys that a
 //! snapshot left out of key metadata by `metadata_ttl` (or forgot by `deleted_keys_ttl`) count as
 //! new keys here, as in Pinot: TTLs assume old keys are not updated again.
 
+mod keys;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use rocksdb::{IngestExternalFileOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{IngestExternalFileOptions, WriteOptions, DB};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, SegmentRow, SegmentState};
 use crate::snapshot::keyrun::scan_keys;
-use crate::snapshot::lineage::{EntryFate, LineagePlan, LineageRefusal};
+use crate::snapshot::lineage::{LineagePlan, LineageRefusal};
 use crate::snapshot::manifest::Manifest;
 pub use crate::snapshot::read::SegmentBitmaps;
 use crate::snapshot::read::{fetch_key_files, fetch_segment, load_all_bitmaps, load_manifest};
@@ -158,7 +161,17 @@ pub async fn bootstrap(
             );
         }
         if !plan.is_empty() {
-            dropped_keys = map_keys(&db, &plan, &bitmaps)?;
+            dropped_keys = keys::map_keys(
+                store,
+                &db,
+                &plan,
+                &manifest,
+                &online,
+                &bitmaps,
+                staging.path(),
+                options.sst_format_version,
+            )
+            .await?;
             plan.map_bitmaps(&mut bitmaps);
         }
         report.snapshot_version = Some(manifest.version);
@@ -236,37 +249,6 @@ async fn load_uncovered(
         Ok((db, bitmaps, new_keys))
     })
     .await?
-}
-
-/// Rewrites the snapshot's key metadata through the lineage plan: entries of mapped segments
-/// point at their outputs, entries of dropped ones are deleted (their keys are compared again).
-/// Returns how many were deleted. `bitmaps` are the snapshot's, before they are mapped.
-fn map_keys(
-    db: &DB,
-    plan: &LineagePlan,
-    bitmaps: &BTreeMap<i64, SegmentBitmaps>,
-) -> anyhow::Result<u64> {
-    let mut write = WriteOptions::default();
-    write.disable_wal(true);
-    let mut batch = WriteBatch::default();
-    let mut dropped = 0;
-    for item in db.iterator(rocksdb::IteratorMode::Start) {
-        let (key, value) = item?;
-        let record = KeyRecord::decode(&value).context("malformed key-metadata record")?;
-        match plan.entry_fate(&record, bitmaps) {
-            EntryFate::Keep => continue,
-            EntryFate::Move(moved) => batch.put(&key, moved.encode()),
-            EntryFate::Drop => {
-                batch.delete(&key);
-                dropped += 1;
-            }
-        }
-        if batch.len() >= 65_536 {
-            db.write_opt(std::mem::take(&mut batch), &write)?;
-        }
-    }
-    db.write_opt(batch, &write)?;
-    Ok(dropped)
 }
 
 fn finish(

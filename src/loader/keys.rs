@@ -1,0 +1,223 @@
+//! Carrying the snapshot's key metadata onto compaction and merge outputs (issue 14), after its
+//! SST files are ingested and before the compare path.
+//!
+//! The entries that change are exactly the winners that lay in replaced inputs. A mapped output's
+//! key run lists its rows (all valid) with their output docIds, so its entries, minus those below
+//! the snapshot's `metadata_ttl` watermark (never in key metadata), are the new records: they go
+//! into one SST file ingested over the snapshot's (a newer sequence number wins). Entries of a
+//! dropped input (its output not proven) are deleted: its run's entries of valid rows name them.
+//! The cost is that of the keys that moved, not of the partition. Without those runs (an older
+//! output, a run collected) the whole key metadata is scanned and rewritten through the plan.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, WriteOptions, DB};
+
+use crate::catalog::SegmentRow;
+use crate::snapshot::keyrun::{MergedRuns, RunEntry, RunReader};
+use crate::snapshot::lineage::{EntryFate, LineagePlan};
+use crate::snapshot::manifest::Manifest;
+use crate::snapshot::read::{SegmentBitmaps, SnapshotError};
+use crate::snapshot::record::{ComparisonKind, KeyRecord};
+use crate::snapshot::sst::sst_options;
+use crate::storage::{layout, StorageError, Store};
+
+/// A stored key run, downloaded, with the segment it must have been built from.
+struct LocalRun {
+    path: PathBuf,
+    segment_id: i64,
+    segment: String,
+    checksum: String,
+    key: String,
+}
+
+/// Rewrites the key metadata in `db` through `plan`; returns how many keys left it. `bitmaps`
+/// are the snapshot's, before they are mapped.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn map_keys(
+    store: &Store,
+    db: &DB,
+    plan: &LineagePlan,
+    manifest: &Manifest,
+    online: &[SegmentRow],
+    bitmaps: &BTreeMap<i64, SegmentBitmaps>,
+    staging: &Path,
+    sst_format_version: i32,
+) -> anyhow::Result<u64> {
+    let outputs = online
+        .iter()
+        .filter(|s| plan.mapped_outputs.contains(&s.id))
+        .map(|s| (s.id, s.name.clone(), s.checksum.clone()));
+    let dropped = manifest
+        .segments
+        .iter()
+        .filter(|s| plan.dropped.contains(&s.id))
+        .map(|s| (s.id, s.name.clone(), s.checksum.clone()));
+    let table = (manifest.table.as_str(), manifest.partition);
+    let (Some(outputs), Some(dropped)) = (
+        fetch_runs(store, table, outputs, staging).await?,
+        fetch_runs(store, table, dropped, staging).await?,
+    ) else {
+        tracing::info!("a replaced or replacing segment has no key run; rewriting the key metadata by scanning it");
+        return scan_and_map(db, plan, bitmaps);
+    };
+    let kind = manifest.comparison_kind;
+    let below_watermark = |entry: &RunEntry| {
+        manifest
+            .metadata_watermark
+            .is_some_and(|watermark| kind.to_f64(entry.comparison) < watermark)
+    };
+    let moved = write_moved(
+        &outputs,
+        staging,
+        sst_format_version,
+        kind,
+        &below_watermark,
+    )?;
+    if let Some(sst) = moved {
+        let mut ingest = IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        db.ingest_external_file_opts(&ingest, vec![sst])
+            .context("RocksDB refused the moved key-metadata entries")?;
+    }
+    delete_dropped(db, &dropped, bitmaps, &below_watermark)
+}
+
+/// Downloads the stored key runs of `segments` (id, name, checksum); `None` if one is missing.
+async fn fetch_runs(
+    store: &Store,
+    (table, partition): (&str, u32),
+    segments: impl Iterator<Item = (i64, String, String)>,
+    staging: &Path,
+) -> anyhow::Result<Option<Vec<LocalRun>>> {
+    let mut runs = Vec::new();
+    for (segment_id, segment, checksum) in segments {
+        let key = layout::keyrun_key(table, partition, &segment);
+        let path = staging.join(format!("lineage-{segment_id}.run"));
+        match store.download_to(&key, &path).await {
+            Ok(_) => runs.push(LocalRun {
+                path,
+                segment_id,
+                segment,
+                checksum,
+                key,
+            }),
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(Some(runs))
+}
+
+/// Opens a run, refusing one built from other content than its segment.
+fn open(run: &LocalRun) -> anyhow::Result<RunReader> {
+    let reader = RunReader::open(&run.path)?;
+    if reader.header.segment_checksum != run.checksum {
+        return Err(SnapshotError::RunMismatch {
+            key: run.key.clone(),
+            segment: run.segment.clone(),
+            checksum: run.checksum.clone(),
+        }
+        .into());
+    }
+    Ok(reader)
+}
+
+/// Writes the records of the mapped outputs' rows, in key order, to one SST file (none if empty).
+fn write_moved(
+    outputs: &[LocalRun],
+    staging: &Path,
+    sst_format_version: i32,
+    kind: ComparisonKind,
+    below_watermark: &dyn Fn(&RunEntry) -> bool,
+) -> anyhow::Result<Option<PathBuf>> {
+    let readers = outputs
+        .iter()
+        .map(open)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut merged = MergedRuns::new(readers)?;
+    let options = sst_options(sst_format_version);
+    let path = staging.join("lineage-moved.sst");
+    let mut writer: Option<SstFileWriter<'_>> = None;
+    while let Some((index, entry)) = merged.next_entry()? {
+        if below_watermark(&entry) {
+            continue;
+        }
+        let record = KeyRecord {
+            segment_id: outputs[index].segment_id as u64,
+            doc_id: entry.doc_id,
+            comparison: kind.natural_from_sortable(entry.comparison),
+            deleted: entry.deleted,
+        };
+        if writer.is_none() {
+            let opened = SstFileWriter::create(&options);
+            opened.open(&path)?;
+            writer = Some(opened);
+        }
+        let writer = writer.as_mut().expect("opened above");
+        entry.with_key(|key| writer.put(key, record.encode()))?;
+    }
+    match writer {
+        Some(mut writer) => {
+            writer.finish()?;
+            Ok(Some(path))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Deletes the keys whose winner lay in a dropped input; returns how many were in key metadata.
+fn delete_dropped(
+    db: &DB,
+    dropped: &[LocalRun],
+    bitmaps: &BTreeMap<i64, SegmentBitmaps>,
+    below_watermark: &dyn Fn(&RunEntry) -> bool,
+) -> anyhow::Result<u64> {
+    let mut write = WriteOptions::default();
+    write.disable_wal(true);
+    let mut deleted = 0;
+    for run in dropped {
+        let valid = &bitmaps[&run.segment_id].valid;
+        let mut reader = open(run)?;
+        let mut batch = WriteBatch::default();
+        while let Some(entry) = reader.next_entry()? {
+            if valid.contains(entry.doc_id) && !below_watermark(&entry) {
+                entry.with_key(|key| batch.delete(key));
+                deleted += 1;
+            }
+        }
+        db.write_opt(batch, &write)?;
+    }
+    Ok(deleted)
+}
+
+/// The fallback: every entry of the key metadata through the plan.
+fn scan_and_map(
+    db: &DB,
+    plan: &LineagePlan,
+    bitmaps: &BTreeMap<i64, SegmentBitmaps>,
+) -> anyhow::Result<u64> {
+    let mut write = WriteOptions::default();
+    write.disable_wal(true);
+    let mut batch = WriteBatch::default();
+    let mut dropped = 0;
+    for item in db.iterator(rocksdb::IteratorMode::Start) {
+        let (key, value) = item?;
+        let record = KeyRecord::decode(&value).context("malformed key-metadata record")?;
+        match plan.entry_fate(&record, bitmaps) {
+            EntryFate::Keep => continue,
+            EntryFate::Move(moved) => batch.put(&key, moved.encode()),
+            EntryFate::Drop => {
+                batch.delete(&key);
+                dropped += 1;
+            }
+        }
+        if batch.len() >= 65_536 {
+            db.write_opt(std::mem::take(&mut batch), &write)?;
+        }
+    }
+    db.write_opt(batch, &write)?;
+    Ok(dropped)
+}

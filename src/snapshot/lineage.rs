@@ -222,3 +222,230 @@ fn check(
 fn short(checksum: &str) -> &str {
     &checksum[..checksum.len().min(12)]
 }
+
+#[cfg(test)]
+mod tests {
+    use roaring::RoaringBitmap;
+    use sqlx::types::Json;
+
+    use super::*;
+    use crate::catalog::{LineageInput, SegmentState};
+    use crate::snapshot::manifest::{FileEntry, FORMAT};
+    use crate::snapshot::record::ComparisonKind;
+    use crate::table::PrimaryKeyHash;
+
+    fn file(checksum: &str) -> FileEntry {
+        FileEntry {
+            key: String::new(),
+            size: 0,
+            checksum: checksum.into(),
+        }
+    }
+
+    fn covered(id: i64, valid_docs: u64) -> ManifestSegment {
+        ManifestSegment {
+            id,
+            name: format!("s{id}"),
+            sequence: id,
+            checksum: format!("seg{id}"),
+            rows: 10,
+            valid: file(&format!("valid{id}")),
+            queryable: file(&format!("queryable{id}")),
+            valid_docs,
+            queryable_docs: valid_docs,
+        }
+    }
+
+    fn manifest(segments: Vec<ManifestSegment>) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            table: "t".into(),
+            partition: 0,
+            version: 7,
+            created_at: chrono::Utc::now(),
+            job_id: None,
+            primary_key_hash: PrimaryKeyHash::Xxh3_128,
+            comparison_kind: ComparisonKind::Integer,
+            sst_format_version: 5,
+            segments,
+            key_files: Vec::new(),
+            key_count: 0,
+            live_keys: 0,
+            forgotten_deleted_keys: 0,
+            valid_docs: 0,
+            queryable_docs: 0,
+            largest_comparison: None,
+            largest_comparison_f64: None,
+            deleted_keys_ttl: None,
+            metadata_ttl: None,
+            metadata_watermark: None,
+        }
+    }
+
+    fn online(id: i64, rows: i64, replaces: Vec<i64>, lineage: Option<Lineage>) -> SegmentRow {
+        SegmentRow {
+            id,
+            table: "t".into(),
+            partition: 0,
+            sequence: id,
+            name: format!("s{id}"),
+            object_key: String::new(),
+            row_count: rows,
+            byte_size: 0,
+            checksum: format!("seg{id}"),
+            min_comparison: None,
+            max_comparison: None,
+            state: SegmentState::Online,
+            replaces,
+            replaced_by: None,
+            lineage: lineage.map(Json),
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    /// An input record as a rewrite of snapshot 7's bitmap of `id` would write it.
+    fn input(id: i64, valid_docs: u64, offset: u64) -> LineageInput {
+        LineageInput {
+            segment_id: id,
+            checksum: format!("seg{id}"),
+            valid_checksum: format!("valid{id}"),
+            valid_docs,
+            offset,
+        }
+    }
+
+    fn bitmaps(id: i64, valid: &[u32], queryable: &[u32]) -> (i64, SegmentBitmaps) {
+        let valid: RoaringBitmap = valid.iter().copied().collect();
+        let queryable: RoaringBitmap = queryable.iter().copied().collect();
+        (id, SegmentBitmaps { valid, queryable })
+    }
+
+    #[test]
+    fn a_merge_output_is_mapped_by_rank_and_offset() {
+        // Snapshot 7 covers 1 (valid 2, 5, 7), 2 (valid 0, 9) and 3; 1 and 2 were merged into 10.
+        let snapshot = manifest(vec![covered(1, 3), covered(2, 2), covered(3, 10)]);
+        let lineage = Lineage {
+            snapshot_version: 7,
+            inputs: vec![input(1, 3, 0), input(2, 2, 3)],
+        };
+        let segments = [
+            online(3, 10, vec![], None),
+            online(10, 5, vec![1, 2], Some(lineage)),
+            online(11, 4, vec![], None),
+        ];
+        let plan = LineagePlan::new(&snapshot, &segments, true);
+        assert_eq!(plan.mapped_outputs, vec![10]);
+        assert!(plan.refused.is_empty() && plan.dropped.is_empty());
+        let mut loaded: BTreeMap<i64, SegmentBitmaps> = [
+            bitmaps(1, &[2, 5, 7], &[2, 7]),
+            bitmaps(2, &[0, 9], &[9]),
+            bitmaps(3, &[4], &[4]),
+        ]
+        .into_iter()
+        .collect();
+        let record = |segment_id: u64, doc_id: u32| KeyRecord {
+            segment_id,
+            doc_id,
+            comparison: 1,
+            deleted: false,
+        };
+        assert_eq!(
+            plan.entry_fate(&record(1, 7), &loaded),
+            EntryFate::Move(record(10, 2))
+        );
+        assert_eq!(
+            plan.entry_fate(&record(2, 9), &loaded),
+            EntryFate::Move(record(10, 4))
+        );
+        assert_eq!(plan.entry_fate(&record(3, 4), &loaded), EntryFate::Keep);
+        plan.map_bitmaps(&mut loaded);
+        assert_eq!(loaded.keys().copied().collect::<Vec<_>>(), vec![3, 10]);
+        assert_eq!(
+            loaded[&10].valid.iter().collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        assert_eq!(
+            loaded[&10].queryable.iter().collect::<Vec<_>>(),
+            vec![0, 2, 4]
+        );
+    }
+
+    #[test]
+    fn what_the_lineage_does_not_prove_is_refused_and_its_inputs_dropped() {
+        let snapshot = manifest(vec![covered(1, 3), covered(2, 2), covered(3, 4)]);
+        let mut other_bitmap = input(1, 3, 0);
+        other_bitmap.valid_checksum = "valid-of-snapshot-6".into();
+        let segments = [
+            // Made from another bitmap of 1.
+            online(
+                10,
+                3,
+                vec![1],
+                Some(Lineage {
+                    snapshot_version: 6,
+                    inputs: vec![other_bitmap],
+                }),
+            ),
+            // Replaced 2 without recording how.
+            online(11, 2, vec![2], None),
+            // An output of an output (input 9 is not covered): a chain is refused.
+            online(
+                12,
+                4,
+                vec![9],
+                Some(Lineage {
+                    snapshot_version: 8,
+                    inputs: vec![input(9, 4, 0)],
+                }),
+            ),
+            // Rows that do not add up.
+            online(
+                13,
+                5,
+                vec![3],
+                Some(Lineage {
+                    snapshot_version: 7,
+                    inputs: vec![input(3, 4, 0)],
+                }),
+            ),
+        ];
+        let plan = LineagePlan::new(&snapshot, &segments, true);
+        assert!(plan.mapped_outputs.is_empty() && plan.moves.is_empty());
+        let reasons: Vec<&str> = plan.refused.iter().map(|r| r.reason.as_str()).collect();
+        assert!(
+            reasons[0].contains("snapshot 6's validDocIds of s1"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].contains("records no lineage"), "{reasons:?}");
+        assert!(
+            reasons[2].contains("does not cover segment 9"),
+            "{reasons:?}"
+        );
+        assert!(reasons[3].contains("lays out 4 rows"), "{reasons:?}");
+        let mut dropped: Vec<i64> = plan.dropped.iter().copied().collect();
+        dropped.sort();
+        assert_eq!(dropped, vec![1, 2, 3]);
+        let record = KeyRecord {
+            segment_id: 2,
+            doc_id: 0,
+            comparison: 0,
+            deleted: true,
+        };
+        assert_eq!(plan.entry_fate(&record, &BTreeMap::new()), EntryFate::Drop);
+        // Asked not to use lineage, even a sound one is refused.
+        let sound = [online(
+            10,
+            3,
+            vec![1],
+            Some(Lineage {
+                snapshot_version: 7,
+                inputs: vec![input(1, 3, 0)],
+            }),
+        )];
+        assert_eq!(LineagePlan::new(&snapshot, &sound, false).refused.len(), 1);
+        assert_eq!(
+            LineagePlan::new(&snapshot, &sound, true).mapped_outputs,
+            vec![10]
+        );
+    }
+}

@@ -96,6 +96,102 @@ async fn concurrent_claimers_never_share_a_job() {
     assert_eq!(counts, vec![(JobState::Completed, JOBS)]);
 }
 
+/// Fencing under load (issue 15): claimers that sometimes stall past their lease while a rescuer
+/// hands their jobs to others. Every job is completed exactly once, by its last attempt; every
+/// stale completion is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fencing_holds_under_load_while_leases_run_out() {
+    let env = TestEnv::new(StoreKind::Local);
+    let queue = migrated_queue(&env).await;
+    const JOBS: i64 = 2000;
+    const SHORT_LEASE: Duration = Duration::from_millis(300);
+    queue
+        .submit_bulk("noop", &json!({}), "default", JOBS)
+        .await
+        .unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rescuer = {
+        let (queue, done) = (queue.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut rescued = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                rescued += queue
+                    .rescue_expired(1000, Duration::from_millis(1))
+                    .await
+                    .unwrap()
+                    .len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            rescued
+        })
+    };
+    let mut claimers = Vec::new();
+    for claimer in 0..8u64 {
+        let queue = queue.clone();
+        claimers.push(tokio::spawn(async move {
+            let (mut accepted, mut refused) = (Vec::new(), 0usize);
+            let mut idle_since = std::time::Instant::now();
+            loop {
+                let jobs = queue
+                    .claim(&queues(), 10, &format!("c{claimer}"), SHORT_LEASE)
+                    .await
+                    .unwrap();
+                if jobs.is_empty() {
+                    // Done once nothing was claimable for a while (rescued jobs come back).
+                    if idle_since.elapsed() > Duration::from_secs(2) {
+                        return (accepted, refused);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                idle_since = std::time::Instant::now();
+                // One batch in eight stalls past its lease before completing.
+                if (jobs[0].id as u64 + claimer) % 8 == 0 && jobs[0].attempt == 1 {
+                    tokio::time::sleep(SHORT_LEASE * 2).await;
+                }
+                let done: Vec<_> = jobs
+                    .iter()
+                    .map(|j| (j.id, j.attempt, json!([claimer, j.attempt])))
+                    .collect();
+                let ok = queue.complete_many(&done).await.unwrap();
+                refused += jobs.len() - ok.len();
+                accepted.extend(
+                    jobs.iter()
+                        .filter(|j| ok.contains(&j.id))
+                        .map(|j| (j.id, j.attempt, claimer)),
+                );
+            }
+        }));
+    }
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for claimer in claimers {
+        let (mine, stale) = claimer.await.unwrap();
+        accepted.extend(mine);
+        refused += stale;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rescued = rescuer.await.unwrap();
+    let ids: HashSet<i64> = accepted.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(ids.len(), accepted.len(), "a job was completed twice");
+    assert_eq!(ids.len() as i64, JOBS, "every job was completed");
+    assert!(
+        rescued > 0 && refused > 0,
+        "the run never exercised fencing: {rescued} rescued, {refused} refused"
+    );
+    assert_eq!(
+        queue.count_by_state().await.unwrap(),
+        vec![(JobState::Completed, JOBS)]
+    );
+    // Each job's row holds the output of the attempt that was accepted, and that attempt is
+    // its last.
+    for (id, attempt, claimer) in accepted.iter().step_by(7) {
+        let row = queue.get(*id).await.unwrap();
+        assert_eq!(row.attempt, *attempt, "job {id}");
+        assert_eq!(row.output, Some(json!([claimer, attempt])), "job {id}");
+    }
+}
+
 #[tokio::test]
 async fn a_stale_worker_cannot_finish_a_rescued_job() {
     let env = TestEnv::new(StoreKind::Local);

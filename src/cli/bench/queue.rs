@@ -21,6 +21,10 @@ pub struct QueueBenchArgs {
     /// Jobs pre-inserted for the burn-down.
     #[arg(long, default_value_t = 20_000)]
     pub jobs: i64,
+    /// A sweep instead of `--jobs`: burn down each of these backlogs in turn (comma-separated,
+    /// e.g. 20000,50000,200000,1000000) and compare their rates with the first.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub backlog: Vec<i64>,
     /// Worker instances (each with its own claim loop, heartbeat and listener).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -54,37 +58,31 @@ pub async fn run(context: &Context, args: QueueBenchArgs) -> anyhow::Result<()> 
     let queue_name = format!("bench-{:08x}", rand::random::<u32>());
     let registry = Arc::new(Registry::standard());
 
-    // Phase 1: burn-down of pre-inserted jobs.
-    queue
-        .submit_bulk(
-            NoopArgs::KIND,
-            &NoopArgs::default().to_json(),
-            &queue_name,
-            args.jobs,
-        )
-        .await?;
-    let shutdown = CancellationToken::new();
-    let mut workers = Vec::new();
-    let mut stats = Vec::new();
-    for index in 0..args.workers {
-        let options = WorkerOptions {
-            id: format!("bench-{index}"),
-            concurrency: args.concurrency,
-            queues: vec![queue_name.clone()],
-            poll_interval: Duration::from_millis(500),
-            listen: !args.no_listen,
-            ..WorkerOptions::default()
-        };
-        let worker = Worker::new(services.clone(), registry.clone(), options);
-        stats.push(worker.stats());
-        let shutdown = shutdown.clone();
-        workers.push(tokio::spawn(async move { worker.run(shutdown).await }));
+    // Phase 1: burn-down of pre-inserted jobs, once per backlog size.
+    let sizes = if args.backlog.is_empty() {
+        vec![args.jobs]
+    } else {
+        args.backlog.clone()
+    };
+    anyhow::ensure!(
+        sizes.iter().all(|&n| n > 0),
+        "backlog sizes must be positive"
+    );
+    let mut sweep = Vec::new();
+    for &size in &sizes {
+        let burn = burn_down(&services, &registry, &args, &queue_name, size).await?;
+        println!(
+            "backlog {size}: burned down in {:.2}s = {:.0} jobs/s (first {} jobs: {:.0} jobs/s)",
+            burn.seconds, burn.jobs_per_second, burn.window_jobs, burn.window_jobs_per_second
+        );
+        sweep.push(burn);
     }
-    let started = Instant::now();
-    wait_completed(&stats, args.jobs as u64).await;
-    let burn_down = started.elapsed();
-    let throughput = args.jobs as f64 / burn_down.as_secs_f64();
-    queue.delete_queue(&queue_name).await?;
+    let (burn_down, throughput) = (
+        Duration::from_secs_f64(sweep[0].seconds),
+        sweep[0].jobs_per_second,
+    );
+    let shutdown = CancellationToken::new();
+    let (workers, stats) = start_workers(&services, &registry, &args, &queue_name, &shutdown);
 
     // Phase 2: pickup latency with idle workers, jobs arriving one at a time.
     let interval = Duration::from_secs_f64(1.0 / args.latency_rate.max(1.0));
@@ -103,9 +101,25 @@ pub async fn run(context: &Context, args: QueueBenchArgs) -> anyhow::Result<()> 
     }
     queue.delete_queue(&queue_name).await?;
 
+    let (first, first_window) = (sweep[0].jobs_per_second, sweep[0].window_jobs_per_second);
+    let sweep: Vec<serde_json::Value> = sweep
+        .iter()
+        .map(|burn| {
+            json!({
+                "backlog": burn.backlog,
+                "seconds": burn.seconds,
+                "jobs_per_second": burn.jobs_per_second,
+                "window_jobs": burn.window_jobs,
+                "window_jobs_per_second": burn.window_jobs_per_second,
+                "vs_first": burn.jobs_per_second / first,
+                "window_vs_first": burn.window_jobs_per_second / first_window,
+            })
+        })
+        .collect();
     let figures = json!({
         "benchmark": "queue",
-        "jobs": args.jobs,
+        "jobs": sizes[0],
+        "sweep": sweep,
         "workers": args.workers,
         "concurrency_per_worker": args.concurrency,
         "notifications": !args.no_listen,
@@ -120,7 +134,7 @@ pub async fn run(context: &Context, args: QueueBenchArgs) -> anyhow::Result<()> 
     });
     println!(
         "queue: {} noop jobs burned down by {} workers x {} in {:.2}s = {:.0} jobs/s; pickup latency over {} jobs at {}/s: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
-        args.jobs,
+        sizes[0],
         args.workers,
         args.concurrency,
         burn_down.as_secs_f64(),
@@ -132,6 +146,88 @@ pub async fn run(context: &Context, args: QueueBenchArgs) -> anyhow::Result<()> 
         figures["pickup_ms_p99"].as_f64().unwrap_or(0.0),
     );
     write_figures(&args.output, &figures)
+}
+
+/// One burn-down: its rate over all jobs and over the first `window_jobs` (the same count at
+/// every size, so claims at a large backlog are compared with claims at a small one).
+struct BurnDown {
+    backlog: i64,
+    seconds: f64,
+    jobs_per_second: f64,
+    window_jobs: u64,
+    window_jobs_per_second: f64,
+}
+
+/// Jobs whose rate is compared across backlog sizes.
+const WINDOW_JOBS: u64 = 20_000;
+
+async fn burn_down(
+    services: &Arc<crate::job::Services>,
+    registry: &Arc<Registry>,
+    args: &QueueBenchArgs,
+    queue_name: &str,
+    size: i64,
+) -> anyhow::Result<BurnDown> {
+    let queue = &services.queue;
+    queue
+        .submit_bulk(
+            NoopArgs::KIND,
+            &NoopArgs::default().to_json(),
+            queue_name,
+            size,
+        )
+        .await?;
+    let shutdown = CancellationToken::new();
+    let (workers, stats) = start_workers(services, registry, args, queue_name, &shutdown);
+    let started = Instant::now();
+    let window_jobs = WINDOW_JOBS.min(size as u64);
+    wait_completed(&stats, window_jobs).await;
+    let window = started.elapsed().as_secs_f64();
+    wait_completed(&stats, size as u64).await;
+    let seconds = started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    for worker in workers {
+        worker.await?;
+    }
+    queue.delete_queue(queue_name).await?;
+    Ok(BurnDown {
+        backlog: size,
+        seconds,
+        jobs_per_second: size as f64 / seconds,
+        window_jobs,
+        window_jobs_per_second: window_jobs as f64 / window,
+    })
+}
+
+type Workers = (
+    Vec<tokio::task::JoinHandle<()>>,
+    Vec<Arc<crate::worker::WorkerStats>>,
+);
+
+fn start_workers(
+    services: &Arc<crate::job::Services>,
+    registry: &Arc<Registry>,
+    args: &QueueBenchArgs,
+    queue_name: &str,
+    shutdown: &CancellationToken,
+) -> Workers {
+    let mut workers = Vec::new();
+    let mut stats = Vec::new();
+    for index in 0..args.workers {
+        let options = WorkerOptions {
+            id: format!("bench-{index}"),
+            concurrency: args.concurrency,
+            queues: vec![queue_name.to_string()],
+            poll_interval: Duration::from_millis(500),
+            listen: !args.no_listen,
+            ..WorkerOptions::default()
+        };
+        let worker = Worker::new(services.clone(), registry.clone(), options);
+        stats.push(worker.stats());
+        let shutdown = shutdown.clone();
+        workers.push(tokio::spawn(async move { worker.run(shutdown).await }));
+    }
+    (workers, stats)
 }
 
 fn total_completed(stats: &[Arc<crate::worker::WorkerStats>]) -> u64 {

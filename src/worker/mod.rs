@@ -105,6 +105,8 @@ impl RunningJob {
 /// Counters a worker keeps, for logs and the benchmark.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
+    /// Claim statements that returned at least one job.
+    pub claims: AtomicU64,
     pub claimed: AtomicU64,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
@@ -264,6 +266,9 @@ impl Worker {
                             .stats
                             .claimed
                             .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+                        if !claimed.is_empty() {
+                            shared.stats.claims.fetch_add(1, Ordering::Relaxed);
+                        }
                         for job in claimed {
                             let permit = slots
                                 .clone()

@@ -72,8 +72,8 @@ pub async fn run(context: &Context, args: QueueBenchArgs) -> anyhow::Result<()> 
     for &size in &sizes {
         let burn = burn_down(&services, &registry, &args, &queue_name, size).await?;
         println!(
-            "backlog {size}: burned down in {:.2}s = {:.0} jobs/s (first {} jobs: {:.0} jobs/s)",
-            burn.seconds, burn.jobs_per_second, burn.window_jobs, burn.window_jobs_per_second
+            "backlog {size}: burned down in {:.2}s = {:.0} jobs/s (first {} jobs: {:.0} jobs/s; {:.1} jobs per claim)",
+            burn.seconds, burn.jobs_per_second, burn.window_jobs, burn.window_jobs_per_second, burn.jobs_per_claim
         );
         sweep.push(burn);
     }
@@ -113,6 +113,7 @@ pub async fn run(context: &Context, args: QueueBenchArgs) -> anyhow::Result<()> 
                 "window_jobs_per_second": burn.window_jobs_per_second,
                 "vs_first": burn.jobs_per_second / first,
                 "window_vs_first": burn.window_jobs_per_second / first_window,
+                "jobs_per_claim": burn.jobs_per_claim,
             })
         })
         .collect();
@@ -156,6 +157,8 @@ struct BurnDown {
     jobs_per_second: f64,
     window_jobs: u64,
     window_jobs_per_second: f64,
+    /// Jobs per claim statement that returned any.
+    jobs_per_claim: f64,
 }
 
 /// Jobs whose rate is compared across backlog sizes.
@@ -185,6 +188,7 @@ async fn burn_down(
     let window = started.elapsed().as_secs_f64();
     wait_completed(&stats, size as u64).await;
     let seconds = started.elapsed().as_secs_f64();
+    let claims: u64 = stats.iter().map(|s| s.claims.load(Ordering::Relaxed)).sum();
     shutdown.cancel();
     for worker in workers {
         worker.await?;
@@ -196,6 +200,7 @@ async fn burn_down(
         jobs_per_second: size as f64 / seconds,
         window_jobs,
         window_jobs_per_second: window_jobs as f64 / window,
+        jobs_per_claim: size as f64 / claims.max(1) as f64,
     })
 }
 

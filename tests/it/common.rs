@@ -580,6 +580,65 @@ impl TestEnv {
         })
     }
 
+    /// Compacts `segment` of `orders` partition 0 with its bitmap from the newest snapshot while,
+    /// between its upload and its swap, newer versions of the same keys arrive and a newer
+    /// snapshot is published; `between` runs just before the compaction goes on to its swap.
+    pub fn compact_racing_a_newer_snapshot<T>(
+        &self,
+        segment: &serde_json::Value,
+        between: impl FnOnce() -> T,
+    ) -> T {
+        let args = typed(
+            "run compact",
+            &serde_json::json!({"table": "orders", "segment_id": segment["id"]}),
+        );
+        let mut compaction = self.spawn_paused("compaction", &args, "compact:after_upload");
+        self.ok(&[
+            "ingest",
+            "--table",
+            "orders",
+            "--generate",
+            "8000",
+            "--keys",
+            "2000",
+            "--seed",
+            "22",
+            "--segment-rows",
+            "600",
+            "--start-time-ms",
+            "1700000100000",
+        ]);
+        self.run_task(
+            "prebuild",
+            &serde_json::json!({"table": "orders", "partition": 0}),
+        );
+        let result = between();
+        std::fs::write(self.path("compaction.resume"), b"").unwrap();
+        assert!(
+            compaction.wait().unwrap().success(),
+            "{}",
+            self.log("compaction")
+        );
+        result
+    }
+
+    /// `minion bootstrap` of `orders` partition 0 into a fresh directory `dir` of this world;
+    /// what it printed.
+    pub fn bootstrap_orders(&self, dir: &str, extra: &[&str]) -> String {
+        let dir = self.path(dir);
+        let mut args = vec![
+            "bootstrap",
+            "--table",
+            "orders",
+            "--partition",
+            "0",
+            "--dir",
+            dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args)
+    }
+
     /// `minion run KIND --flags` in this process, its JSON report back.
     pub fn run_task(&self, kind: &str, args: &serde_json::Value) -> serde_json::Value {
         self.json(&typed(&format!("run {kind}"), args))

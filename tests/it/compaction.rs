@@ -67,16 +67,7 @@ fn compaction_keeps_exactly_the_valid_rows() {
         "one prebuild per partition, deduplicated: {queued:?}"
     );
     // Until it runs, a restarting server keeps the snapshot, mapped through the lineage.
-    let stale_dir = env.path("stale");
-    let out = env.ok(&[
-        "bootstrap",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--dir",
-        stale_dir.to_str().unwrap(),
-    ]);
+    let out = env.bootstrap_orders("stale", &[]);
     assert!(
         out.contains("(snapshot 1:") && out.contains("0 through the compare path"),
         "{out}"

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use upsert_minion::snapshot::keyrun::build_run;
 use upsert_minion::storage::layout;
 
-use crate::common::{typed, TestEnv};
+use crate::common::TestEnv;
 
 fn ids(segments: &[Value]) -> Vec<i64> {
     segments.iter().map(|s| s["id"].as_i64().unwrap()).collect()
@@ -120,15 +120,7 @@ fn the_snapshot_is_mapped_through_compaction_and_merge_and_the_follow_up_reads_n
     assert_eq!(report.covered_segments, segments.len() - 5);
     // `scan` loads the same way: the valid rows are unchanged.
     assert_eq!(env.valid_rows("between.jsonl"), before);
-    let out = env.ok(&[
-        "bootstrap",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--dir",
-        env.path("cli").to_str().unwrap(),
-    ]);
+    let out = env.bootstrap_orders("cli", &[]);
     assert!(
         out.contains("from snapshot (snapshot 1:")
             && out.contains("3 replacements mapped through lineage, 0 through the compare path"),
@@ -215,35 +207,8 @@ fn a_replacement_made_from_an_older_snapshot_alone_goes_through_the_compare_path
     env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     let segments: Vec<Value> = env.online("orders", 0);
     let target = &segments[0];
-    let args = typed(
-        "run compact",
-        &json!({"table": "orders", "segment_id": target["id"]}),
-    );
-    // The compaction has its bitmap from snapshot 1 and its output uploaded...
-    let mut compaction = env.spawn_paused("compaction", &args, "compact:after_upload");
-    // ...when newer versions of the same keys arrive and snapshot 2 is published.
-    env.ok(&[
-        "ingest",
-        "--table",
-        "orders",
-        "--generate",
-        "8000",
-        "--keys",
-        "2000",
-        "--seed",
-        "22",
-        "--segment-rows",
-        "600",
-        "--start-time-ms",
-        "1700000100000",
-    ]);
-    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
-    std::fs::write(env.path("compaction.resume"), b"").unwrap();
-    assert!(
-        compaction.wait().unwrap().success(),
-        "{}",
-        env.log("compaction")
-    );
+    // Compacted with its bitmap from snapshot 1 while snapshot 2 is published.
+    env.compact_racing_a_newer_snapshot(target, || ());
     let old = env
         .online("orders", 0)
         .into_iter()
@@ -311,15 +276,7 @@ fn a_forged_lineage_is_refused_for_that_segment_and_the_load_stays_exact() {
         refusal.reason.contains("sha256 000000000000"),
         "{refusal:?}"
     );
-    let out = env.ok(&[
-        "bootstrap",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--dir",
-        env.path("cli").to_str().unwrap(),
-    ]);
+    let out = env.bootstrap_orders("cli", &[]);
     assert!(
         out.contains(&format!(
             "note: segment {} through the compare path",

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::{json, Value};
 
-use crate::common::{typed, TestEnv};
+use crate::common::TestEnv;
 
 fn setup() -> TestEnv {
     let env = TestEnv::orders(20000, 2000, 21, 600);
@@ -148,36 +148,9 @@ fn a_compaction_racing_a_newer_snapshot_stays_correct() {
     let env = setup();
     let segments: Vec<Value> = env.online("orders", 0);
     let target = &segments[0];
-    let args = typed(
-        "run compact",
-        &json!({"table": "orders", "segment_id": target["id"]}),
-    );
-    // The compaction has its bitmap from snapshot 1 and its output uploaded...
-    let mut compaction = env.spawn_paused("compaction", &args, "compact:after_upload");
-    // ...when newer versions of the same keys arrive and a newer snapshot is published.
-    env.ok(&[
-        "ingest",
-        "--table",
-        "orders",
-        "--generate",
-        "8000",
-        "--keys",
-        "2000",
-        "--seed",
-        "22",
-        "--segment-rows",
-        "600",
-        "--start-time-ms",
-        "1700000100000",
-    ]);
-    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
-    let expected = env.valid_rows("expected.jsonl");
-    std::fs::write(env.path("compaction.resume"), b"").unwrap();
-    assert!(
-        compaction.wait().unwrap().success(),
-        "{}",
-        env.log("compaction")
-    );
+    // The compaction has its bitmap from snapshot 1 and its output uploaded when newer versions
+    // of the same keys arrive and a newer snapshot is published.
+    let expected = env.compact_racing_a_newer_snapshot(target, || env.valid_rows("expected.jsonl"));
     let now: Vec<Value> = env.online("orders", 0);
     assert!(
         !now.iter().any(|s| s["id"] == target["id"]),

@@ -16,22 +16,14 @@ use anyhow::Context;
 use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, WriteOptions, DB};
 
 use crate::catalog::SegmentRow;
-use crate::snapshot::keyrun::{MergedRuns, RunEntry, RunReader};
+use crate::snapshot::keyrun::{MergedRuns, RunEntry};
 use crate::snapshot::lineage::{EntryFate, LineagePlan};
 use crate::snapshot::manifest::Manifest;
-use crate::snapshot::read::{SegmentBitmaps, SnapshotError};
+use crate::snapshot::read::SegmentBitmaps;
 use crate::snapshot::record::{ComparisonKind, KeyRecord};
+use crate::snapshot::runs::StoredRun;
 use crate::snapshot::sst::sst_options;
-use crate::storage::{layout, StorageError, Store};
-
-/// A stored key run, downloaded, with the segment it must have been built from.
-struct LocalRun {
-    path: PathBuf,
-    segment_id: i64,
-    segment: String,
-    checksum: String,
-    key: String,
-}
+use crate::storage::Store;
 
 /// Rewrites the key metadata in `db` through `plan`; returns how many keys left it. `bitmaps`
 /// are the snapshot's, before they are mapped.
@@ -88,46 +80,23 @@ pub(super) async fn map_keys(
 /// Downloads the stored key runs of `segments` (id, name, checksum); `None` if one is missing.
 async fn fetch_runs(
     store: &Store,
-    (table, partition): (&str, u32),
+    place: (&str, u32),
     segments: impl Iterator<Item = (i64, String, String)>,
     staging: &Path,
-) -> anyhow::Result<Option<Vec<LocalRun>>> {
+) -> anyhow::Result<Option<Vec<StoredRun>>> {
     let mut runs = Vec::new();
-    for (segment_id, segment, checksum) in segments {
-        let key = layout::keyrun_key(table, partition, &segment);
-        let path = staging.join(format!("lineage-{segment_id}.run"));
-        match store.download_to(&key, &path).await {
-            Ok(_) => runs.push(LocalRun {
-                path,
-                segment_id,
-                segment,
-                checksum,
-                key,
-            }),
-            Err(StorageError::NotFound { .. }) => return Ok(None),
-            Err(err) => return Err(err.into()),
+    for (segment_id, name, checksum) in segments {
+        match StoredRun::fetch(store, place, (segment_id, &name, &checksum), staging).await? {
+            Some(run) => runs.push(run),
+            None => return Ok(None),
         }
     }
     Ok(Some(runs))
 }
 
-/// Opens a run, refusing one built from other content than its segment.
-fn open(run: &LocalRun) -> anyhow::Result<RunReader> {
-    let reader = RunReader::open(&run.path)?;
-    if reader.header.segment_checksum != run.checksum {
-        return Err(SnapshotError::RunMismatch {
-            key: run.key.clone(),
-            segment: run.segment.clone(),
-            checksum: run.checksum.clone(),
-        }
-        .into());
-    }
-    Ok(reader)
-}
-
 /// Writes the records of the mapped outputs' rows, in key order, to one SST file (none if empty).
 fn write_moved(
-    outputs: &[LocalRun],
+    outputs: &[StoredRun],
     staging: &Path,
     sst_format_version: i32,
     kind: ComparisonKind,
@@ -135,7 +104,7 @@ fn write_moved(
 ) -> anyhow::Result<Option<PathBuf>> {
     let readers = outputs
         .iter()
-        .map(open)
+        .map(StoredRun::open)
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut merged = MergedRuns::new(readers)?;
     let options = sst_options(sst_format_version);
@@ -171,7 +140,7 @@ fn write_moved(
 /// Deletes the keys whose winner lay in a dropped input; returns how many were in key metadata.
 fn delete_dropped(
     db: &DB,
-    dropped: &[LocalRun],
+    dropped: &[StoredRun],
     bitmaps: &BTreeMap<i64, SegmentBitmaps>,
     below_watermark: &dyn Fn(&RunEntry) -> bool,
 ) -> anyhow::Result<u64> {
@@ -180,7 +149,7 @@ fn delete_dropped(
     let mut deleted = 0;
     for run in dropped {
         let valid = &bitmaps[&run.segment_id].valid;
-        let mut reader = open(run)?;
+        let mut reader = run.open()?;
         let mut batch = WriteBatch::default();
         while let Some(entry) = reader.next_entry()? {
             if valid.contains(entry.doc_id) && !below_watermark(&entry) {

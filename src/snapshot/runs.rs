@@ -9,7 +9,7 @@ use roaring::RoaringBitmap;
 use serde::Serialize;
 
 use super::build::PrebuildOptions;
-use super::keyrun::{build_run, derive_run, DeriveInput, RunFile, RunReader};
+use super::keyrun::{build_run, derive_run, DeriveInput, RunFile, RunHeader, RunReader};
 use super::read::{fetch_segment, SnapshotError};
 use crate::catalog::SegmentRow;
 use crate::storage::{layout, StorageError, Store};
@@ -61,14 +61,7 @@ async fn ensure_run(
                     .await??
                     .header
             };
-            if header.segment_checksum != segment.checksum {
-                return Err(SnapshotError::RunMismatch {
-                    key: run_key,
-                    segment: segment.name.clone(),
-                    checksum: segment.checksum.clone(),
-                }
-                .into());
-            }
+            check_source(&header, &run_key, &segment.name, &segment.checksum)?;
             return Ok((local_run, true));
         }
         Err(StorageError::NotFound { .. }) => {}
@@ -121,6 +114,65 @@ pub enum OutputRun {
     Built,
 }
 
+/// A segment's key run as stored beside it, downloaded to local disk.
+pub struct StoredRun {
+    pub segment_id: i64,
+    pub segment: String,
+    /// The segment's checksum, which the run's header must name.
+    pub checksum: String,
+    pub key: String,
+    pub path: PathBuf,
+}
+
+impl StoredRun {
+    /// Downloads the stored run of segment (`segment_id`, `name`, `checksum`) of `table` into
+    /// `dir`; `None` when the store has none.
+    pub async fn fetch(
+        store: &Store,
+        (table, partition): (&str, u32),
+        (segment_id, name, checksum): (i64, &str, &str),
+        dir: &Path,
+    ) -> anyhow::Result<Option<StoredRun>> {
+        let key = layout::keyrun_key(table, partition, name);
+        let path = dir.join(format!("stored-{segment_id}.run"));
+        match store.download_to(&key, &path).await {
+            Ok(_) => Ok(Some(StoredRun {
+                segment_id,
+                segment: name.to_string(),
+                checksum: checksum.to_string(),
+                key,
+                path,
+            })),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Opens the run for reading, refusing one built from other content than its segment.
+    pub fn open(&self) -> anyhow::Result<RunReader> {
+        let reader = RunReader::open(&self.path)?;
+        check_source(&reader.header, &self.key, &self.segment, &self.checksum)?;
+        Ok(reader)
+    }
+}
+
+/// A run's header must name the checksum of the segment it stands for.
+fn check_source(
+    header: &RunHeader,
+    key: &str,
+    segment: &str,
+    checksum: &str,
+) -> Result<(), SnapshotError> {
+    if header.segment_checksum == checksum {
+        return Ok(());
+    }
+    Err(SnapshotError::RunMismatch {
+        key: key.to_string(),
+        segment: segment.to_string(),
+        checksum: checksum.to_string(),
+    })
+}
+
 /// Writes and uploads the key run of a compaction or merge output before its swap, so the
 /// follow-up prebuild reads runs only. Derived from the inputs' stored runs when every input has
 /// one (each checked against its segment's checksum); otherwise built from `local_output`, the
@@ -137,47 +189,24 @@ pub async fn write_output_run(
     let mut runs = Vec::with_capacity(inputs.len());
     for input in inputs {
         let segment = input.segment;
-        let key = layout::keyrun_key(&table.name, segment.partition as u32, &segment.name);
-        let local = workdir.join(format!("input-{}.run", segment.id));
-        match store.download_to(&key, &local).await {
-            Ok(_) => runs.push((key, local)),
-            Err(StorageError::NotFound { .. }) => break,
-            Err(err) => return Err(err.into()),
+        let place = (table.name.as_str(), segment.partition as u32);
+        let identity = (segment.id, segment.name.as_str(), segment.checksum.as_str());
+        match StoredRun::fetch(store, place, identity, workdir).await? {
+            Some(run) => runs.push((run, input.valid.clone(), input.offset)),
+            None => break,
         }
     }
     let out = workdir.join(format!("{}.run", output.name));
     let how = if runs.len() == inputs.len() {
-        let derive: Vec<(PathBuf, RoaringBitmap, u64, String, String, String)> = inputs
-            .iter()
-            .zip(runs)
-            .map(|(input, (key, local))| {
-                (
-                    local,
-                    input.valid.clone(),
-                    input.offset,
-                    key,
-                    input.segment.name.clone(),
-                    input.segment.checksum.clone(),
-                )
-            })
-            .collect();
         let (checksum, path) = (output.checksum.clone(), out.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            for (local, _, _, key, name, checksum) in &derive {
-                let header = RunReader::open(local)?.header;
-                if header.segment_checksum != *checksum {
-                    return Err(SnapshotError::RunMismatch {
-                        key: key.clone(),
-                        segment: name.clone(),
-                        checksum: checksum.clone(),
-                    }
-                    .into());
-                }
+            for (run, ..) in &runs {
+                run.open()?;
             }
-            let inputs: Vec<DeriveInput<'_>> = derive
+            let inputs: Vec<DeriveInput<'_>> = runs
                 .iter()
-                .map(|(local, valid, offset, ..)| DeriveInput {
-                    run: local.clone(),
+                .map(|(run, valid, offset)| DeriveInput {
+                    run: run.path.clone(),
                     valid,
                     offset: *offset,
                 })

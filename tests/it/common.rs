@@ -497,13 +497,25 @@ impl TestEnv {
 
     /// Ingests a generated stream into `orders`.
     pub fn ingest_generated(&self, rows: u64, keys: u64, seed: u64, segment_rows: u64) {
+        self.ingest_generated_from(rows, keys, seed, segment_rows, None);
+    }
+
+    /// `ingest_generated` with the stream's first timestamp (`--start-time-ms`).
+    pub fn ingest_generated_from(
+        &self,
+        rows: u64,
+        keys: u64,
+        seed: u64,
+        segment_rows: u64,
+        start_time_ms: Option<u64>,
+    ) {
         let (rows, keys, seed, segment_rows) = (
             rows.to_string(),
             keys.to_string(),
             seed.to_string(),
             segment_rows.to_string(),
         );
-        self.ok(&[
+        let mut args = vec![
             "ingest",
             "--table",
             "orders",
@@ -515,7 +527,12 @@ impl TestEnv {
             &seed,
             "--segment-rows",
             &segment_rows,
-        ]);
+        ];
+        let start = start_time_ms.map(|ms| ms.to_string());
+        if let Some(start) = &start {
+            args.extend(["--start-time-ms", start]);
+        }
+        self.ok(&args);
     }
 
     /// Loads `table`/`partition` from its newest snapshot and without one (every segment through
@@ -593,21 +610,7 @@ impl TestEnv {
             &serde_json::json!({"table": "orders", "segment_id": segment["id"]}),
         );
         let mut compaction = self.spawn_paused("compaction", &args, "compact:after_upload");
-        self.ok(&[
-            "ingest",
-            "--table",
-            "orders",
-            "--generate",
-            "8000",
-            "--keys",
-            "2000",
-            "--seed",
-            "22",
-            "--segment-rows",
-            "600",
-            "--start-time-ms",
-            "1700000100000",
-        ]);
+        self.ingest_generated_from(8000, 2000, 22, 600, Some(1_700_000_100_000));
         self.run_task(
             "prebuild",
             &serde_json::json!({"table": "orders", "partition": 0}),

@@ -9,7 +9,7 @@ use super::{
     discard_uploads, prebuild_follow_up, rewrite, CompactionOutcome, CoveringSnapshot,
     RewriteInput, RewriteStats,
 };
-use crate::catalog::{Lineage, NewSegment, ReplaceOutcome, SegmentState};
+use crate::catalog::{NewSegment, ReplaceOutcome, SegmentState};
 use crate::error::Permanent;
 use crate::faults::pause_point;
 use crate::job::Services;
@@ -107,10 +107,6 @@ pub async fn compact(
     fetch_segment(store, &segment, &local_input).await?;
     let name = new_segment_name(table_name, partition, segment.sequence);
     let local_output = work.path().join("output.parquet");
-    let lineage = Lineage {
-        snapshot_version: snapshot.version,
-        inputs: vec![snapshot.lineage_input(&segment, &valid, 0)],
-    };
     let (written, row_groups) = {
         let table = table.clone();
         let inputs = vec![RewriteInput {
@@ -126,17 +122,17 @@ pub async fn compact(
     report.row_groups = row_groups;
     let mut output =
         NewSegment::for_written(table_name, partition, segment.sequence, name, &written);
-    output.lineage = Some(lineage);
-    let run_input = OutputRunInput {
+    let run_inputs = [OutputRunInput {
         segment: &segment,
         valid: &valid,
         offset: 0,
-    };
+    }];
+    output.lineage = Some(snapshot.lineage(&run_inputs));
     report.key_run = Some(
         write_output_run(
             store,
             &table,
-            &[run_input],
+            &run_inputs,
             &output,
             &local_output,
             work.path(),

@@ -25,9 +25,7 @@ use super::{
     discard_uploads, prebuild_follow_up, rewrite, CompactionOutcome, CoveringSnapshot,
     RewriteInput, RewriteStats,
 };
-use crate::catalog::{
-    Lineage, NewSegment, ReplaceOutcome, SegmentRow, SegmentState, SequenceGuard,
-};
+use crate::catalog::{NewSegment, ReplaceOutcome, SegmentRow, SegmentState, SequenceGuard};
 use crate::error::Permanent;
 use crate::faults::pause_point;
 use crate::job::Services;
@@ -182,22 +180,16 @@ pub async fn merge(
             .expect("groups are never empty");
         // Inputs one after the other, in sequence order: each one's rows start where the
         // previous one's end (`catalog::Lineage`).
-        let mut offsets = Vec::with_capacity(group.len());
+        let mut run_inputs: Vec<OutputRunInput<'_>> = Vec::with_capacity(group.len());
         let mut next = 0u64;
         for &index in group {
-            offsets.push(next);
+            run_inputs.push(OutputRunInput {
+                segment: &inputs[index],
+                valid: &bitmaps[index],
+                offset: next,
+            });
             next += bitmaps[index].len();
         }
-        let lineage = Lineage {
-            snapshot_version: snapshot.version,
-            inputs: group
-                .iter()
-                .zip(&offsets)
-                .map(|(&index, &offset)| {
-                    snapshot.lineage_input(&inputs[index], &bitmaps[index], offset)
-                })
-                .collect(),
-        };
         let rewrite_inputs: Vec<RewriteInput> = group
             .iter()
             .map(|&index| RewriteInput {
@@ -216,16 +208,7 @@ pub async fn merge(
         report.row_groups.add(&stats);
         let name = new_segment_name(table_name, partition, sequence);
         let mut output = NewSegment::for_written(table_name, partition, sequence, name, &written);
-        output.lineage = Some(lineage);
-        let run_inputs: Vec<OutputRunInput<'_>> = group
-            .iter()
-            .zip(&offsets)
-            .map(|(&index, &offset)| OutputRunInput {
-                segment: &inputs[index],
-                valid: &bitmaps[index],
-                offset,
-            })
-            .collect();
+        output.lineage = Some(snapshot.lineage(&run_inputs));
         report.key_runs.push(
             write_output_run(
                 &services.store,

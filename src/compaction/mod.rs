@@ -30,13 +30,14 @@ pub use select::{plan, CompactionPlan, MergeGroup, SegmentCandidate, SkipReason}
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{LineageInput, SegmentRow};
+use crate::catalog::{Lineage, LineageInput, SegmentRow};
 use crate::error::Permanent;
 use crate::job::args::PrebuildArgs;
 use crate::job::{JobArgs, Services};
 use crate::queue::NewJob;
 use crate::snapshot::manifest::ManifestSegment;
 use crate::snapshot::read::{load_bitmap, load_manifest};
+use crate::snapshot::runs::OutputRunInput;
 use crate::snapshot::Manifest;
 use crate::storage::layout;
 
@@ -117,23 +118,27 @@ impl CoveringSnapshot {
         self.entry(segment_id).is_some()
     }
 
-    /// The lineage record of `segment` as an input of a rewrite that keeps `valid` (this
-    /// snapshot's bitmap of it) from output row `offset` on.
-    pub fn lineage_input(
-        &self,
-        segment: &SegmentRow,
-        valid: &RoaringBitmap,
-        offset: u64,
-    ) -> LineageInput {
-        let entry = self
-            .entry(segment.id)
-            .expect("bitmap read from this snapshot");
-        LineageInput {
-            segment_id: segment.id,
-            checksum: segment.checksum.clone(),
-            valid_checksum: entry.valid.checksum.clone(),
-            valid_docs: valid.len(),
-            offset,
+    /// The lineage of an output written from `inputs` with this snapshot's bitmaps of them.
+    pub fn lineage(&self, inputs: &[OutputRunInput<'_>]) -> Lineage {
+        let inputs = inputs
+            .iter()
+            .map(|input| {
+                let segment = input.segment;
+                let entry = self
+                    .entry(segment.id)
+                    .expect("bitmap read from this snapshot");
+                LineageInput {
+                    segment_id: segment.id,
+                    checksum: segment.checksum.clone(),
+                    valid_checksum: entry.valid.checksum.clone(),
+                    valid_docs: input.valid.len(),
+                    offset: input.offset,
+                }
+            })
+            .collect();
+        Lineage {
+            snapshot_version: self.version,
+            inputs,
         }
     }
 

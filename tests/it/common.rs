@@ -625,21 +625,27 @@ impl TestEnv {
         result
     }
 
-    /// `minion bootstrap` of `orders` partition 0 into a fresh directory `dir` of this world;
-    /// what it printed.
-    pub fn bootstrap_orders(&self, dir: &str, extra: &[&str]) -> String {
-        let dir = self.path(dir);
-        let mut args = vec![
+    /// The arguments of `minion bootstrap` of `orders` partition 0 into directory `dir` of this
+    /// world.
+    pub fn bootstrap_orders_args(&self, dir: &str) -> Vec<String> {
+        let dir = self.path(dir).display().to_string();
+        [
             "bootstrap",
             "--table",
             "orders",
             "--partition",
             "0",
             "--dir",
-            dir.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        self.ok(&args)
+            &dir,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// `minion bootstrap` of `orders` partition 0 into a fresh directory `dir` of this world;
+    /// what it printed.
+    pub fn bootstrap_orders(&self, dir: &str) -> String {
+        self.ok(&self.bootstrap_orders_args(dir))
     }
 
     /// `minion run KIND --flags` in this process, its JSON report back.

@@ -67,7 +67,7 @@ fn compaction_keeps_exactly_the_valid_rows() {
         "one prebuild per partition, deduplicated: {queued:?}"
     );
     // Until it runs, a restarting server keeps the snapshot, mapped through the lineage.
-    let out = env.bootstrap_orders("stale", &[]);
+    let out = env.bootstrap_orders("stale");
     assert!(
         out.contains("(snapshot 1:") && out.contains("0 through the compare path"),
         "{out}"

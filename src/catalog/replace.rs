@@ -14,6 +14,15 @@ const RETIRE_INPUTS: &str =
     "UPDATE segments SET state = $2, state_changed_at = now() WHERE id = ANY($1)";
 const LINK_INPUTS: &str = "UPDATE segments SET replaced_by = $2 WHERE id = ANY($1)";
 const SET_LINEAGE: &str = "UPDATE segments SET replaces = $2 WHERE id = $1";
+/// Adds what the swap reclaimed to the inputs' partition: their rows and bytes less the outputs'
+/// ($2 rows, $3 bytes). For the console and `minion status` (migration 0010).
+const COUNT_RECLAIMED: &str = "
+    UPDATE partitions p SET reclaimed_rows = p.reclaimed_rows + i.rows - $2,
+                            reclaimed_bytes = p.reclaimed_bytes + i.bytes - $3
+    FROM (SELECT table_name, partition_id, sum(row_count)::bigint AS rows,
+                 sum(byte_size)::bigint AS bytes
+          FROM segments WHERE id = ANY($1) GROUP BY table_name, partition_id) i
+    WHERE p.table_name = i.table_name AND p.partition_id = i.partition_id";
 /// A sequence strictly inside (low, high) held by an online segment that is neither an input nor
 /// covered by the snapshot the merge used, or reserved by an ingest not yet registered. One
 /// statement, so a registration committing meanwhile is seen either as reservation or segment.
@@ -105,6 +114,12 @@ impl Catalog {
         let (replaced, dropped): (Vec<i64>, Vec<i64>) = ids
             .iter()
             .partition(|id| outputs.iter().any(|(_, sources)| sources.contains(id)));
+        sqlx::query(COUNT_RECLAIMED)
+            .bind(&ids)
+            .bind(outputs.iter().map(|(o, _)| o.row_count as i64).sum::<i64>())
+            .bind(outputs.iter().map(|(o, _)| o.byte_size as i64).sum::<i64>())
+            .execute(tx.conn())
+            .await?;
         for (retired, state) in [(&replaced, "replaced"), (&dropped, "dropped")] {
             if retired.is_empty() {
                 continue;

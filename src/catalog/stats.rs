@@ -9,6 +9,9 @@ use super::{Catalog, CatalogError};
 
 /// Per partition. `covered_rows` counts every row of the segments the newest snapshot covers
 /// (whether or not they have been replaced since), `valid_docs` those of them still valid then.
+/// The snapshot's ids are unnested and joined by primary key (a lookup per covered segment);
+/// `id = ANY(segment_ids)` would compare every segment with every id. Uncovered segments are the
+/// online ones less the covered ones still online (a snapshot covers only its partition's).
 const PARTITION_STATS: &str = "
     SELECT p.table_name, p.partition_id,
            coalesce(o.segments, 0) AS online_segments,
@@ -17,12 +20,9 @@ const PARTITION_STATS: &str = "
            s.version AS snapshot_version,
            s.created_at AS snapshot_created_at,
            coalesce(s.valid_docs, 0) AS snapshot_valid_docs,
-           (SELECT coalesce(sum(g.row_count), 0)::bigint FROM segments g
-             WHERE g.id = ANY(s.segment_ids)) AS covered_rows,
-           (SELECT count(*) FROM segments g
-             WHERE g.table_name = p.table_name AND g.partition_id = p.partition_id
-               AND g.state = 'online'
-               AND NOT (g.id = ANY(coalesce(s.segment_ids, '{}')))) AS uncovered_segments
+           p.reclaimed_rows, p.reclaimed_bytes,
+           coalesce(c.rows, 0)::bigint AS covered_rows,
+           coalesce(o.segments, 0) - coalesce(c.online, 0) AS uncovered_segments
     FROM partitions p
     LEFT JOIN LATERAL (
         SELECT count(*) AS segments, sum(row_count) AS rows, sum(byte_size) AS bytes
@@ -32,6 +32,10 @@ const PARTITION_STATS: &str = "
     ) o ON true
     LEFT JOIN snapshots s ON s.table_name = p.table_name AND s.partition_id = p.partition_id
                          AND s.version = p.latest_snapshot
+    LEFT JOIN LATERAL (
+        SELECT sum(g.row_count) AS rows, count(*) FILTER (WHERE g.state = 'online') AS online
+        FROM unnest(s.segment_ids) AS u(id) JOIN segments g ON g.id = u.id
+    ) c ON true
     WHERE $1::text IS NULL OR p.table_name = $1
     ORDER BY p.table_name, p.partition_id";
 
@@ -48,6 +52,9 @@ pub struct PartitionStats {
     pub covered_rows: i64,
     /// Online segments the newest snapshot does not cover (the snapshot lag).
     pub uncovered_segments: i64,
+    /// Rows and bytes compactions and merges have reclaimed (since migration 0010).
+    pub reclaimed_rows: i64,
+    pub reclaimed_bytes: i64,
 }
 
 /// A table's figures, summed over its partitions.
@@ -67,6 +74,10 @@ pub struct TableStats {
     pub partitions_without_snapshot: u32,
     /// Age of the oldest among the partitions' newest snapshots.
     pub snapshot_age_seconds: Option<f64>,
+    /// Rows and bytes compactions and merges have reclaimed so far (input rows and bytes less
+    /// the outputs', counted in each swap's transaction since migration 0010).
+    pub reclaimed_rows: i64,
+    pub reclaimed_bytes: i64,
 }
 
 impl Catalog {
@@ -106,6 +117,8 @@ pub fn summarize(partitions: &[PartitionStats], now: DateTime<Utc>) -> Vec<Table
         table.online_rows += p.online_rows;
         table.online_bytes += p.online_bytes;
         table.snapshot_lag_segments += p.uncovered_segments;
+        table.reclaimed_rows += p.reclaimed_rows;
+        table.reclaimed_bytes += p.reclaimed_bytes;
         match p.snapshot_created_at {
             Some(created) => {
                 *rows += p.covered_rows;
@@ -149,6 +162,8 @@ mod tests {
             snapshot_valid_docs: snapshot.map_or(0, |s| s.1),
             covered_rows: snapshot.map_or(0, |s| s.0),
             uncovered_segments: uncovered,
+            reclaimed_rows: 7,
+            reclaimed_bytes: 70,
         }
     }
 
@@ -170,6 +185,7 @@ mod tests {
             (3, 9, 900)
         );
         assert_eq!(a.snapshot_lag_segments, 4);
+        assert_eq!((a.reclaimed_rows, a.reclaimed_bytes), (21, 210));
         assert_eq!(a.partitions_without_snapshot, 1);
         assert!((a.dead_row_ratio.unwrap() - 0.5).abs() < 1e-9);
         assert!(a.snapshot_age_seconds.unwrap() >= 10.0);

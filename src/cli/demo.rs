@@ -23,7 +23,7 @@ use crate::table::TableConfig;
 use crate::tasks::Registry;
 use crate::worker::{Worker, WorkerOptions};
 
-const ORDERS_TOML: &str = include_str!("../../examples/tables/orders.toml");
+pub(super) const ORDERS_TOML: &str = include_str!("../../examples/tables/orders.toml");
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -188,6 +188,9 @@ async fn schedule_a_few_ticks(context: &Context) -> anyhow::Result<()> {
     shutdown.cancel();
     worker.await?;
     scheduler.await?;
+    println!(
+        "\nTo look around in the browser: `minion scheduler --listen 127.0.0.1:9090 --console`, then open http://127.0.0.1:9090/"
+    );
     Ok(())
 }
 

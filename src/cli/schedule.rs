@@ -92,7 +92,9 @@ pub async fn run_scheduler(context: &Context, args: SchedulerArgs) -> anyhow::Re
     let (schedules, options) = args.schedule.scheduler_parts(id, args.poll_interval)?;
     let catalog = context.catalog().await?.clone();
     let health = Health::new();
-    args.listen.start(context, health.clone()).await?;
+    args.listen
+        .start(context, health.clone(), &args.schedule.jobs.dir)
+        .await?;
     let scheduler = Scheduler::new(catalog, schedules, options).with_health(health.clone());
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone(), health));

@@ -116,6 +116,7 @@ pub(super) fn print_report(report: &StatusReport) {
                 s.online_rows.to_string(),
                 s.dead_row_ratio
                     .map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
+                format!("{} bytes", s.reclaimed_bytes),
                 format!(
                     "{} segments{}",
                     s.snapshot_lag_segments,
@@ -141,6 +142,7 @@ pub(super) fn print_report(report: &StatusReport) {
                 "SEGMENTS",
                 "ROWS",
                 "DEAD ROWS",
+                "RECLAIMED",
                 "SNAPSHOT LAG",
                 "SNAPSHOT AGE",
                 "NEXT PLAN",

@@ -111,7 +111,9 @@ pub async fn run(context: &Context, args: WorkerArgs) -> anyhow::Result<()> {
         .store(options.concurrency as u32 + 6, Ordering::Relaxed);
     let services = context.services().await?;
     let health = Health::new();
-    args.listen.start(context, health.clone()).await?;
+    args.listen
+        .start(context, health.clone(), &args.schedule.jobs.dir)
+        .await?;
     let worker = Worker::new(services.clone(), Arc::new(Registry::standard()), options)
         .with_health(health.clone());
     let shutdown = CancellationToken::new();

@@ -3,11 +3,13 @@
 //! fenced by (id, attempt), retries with jittered exponential backoff stored in the row, unique
 //! keys, delayed jobs, priorities, cancellation and pruning. The SQL is in [`sql`].
 
+mod browse;
 mod maintenance;
 mod model;
 pub mod sql;
 mod stats;
 
+pub use browse::{DepthSample, Failure, JobFilter, JobSummary, DEPTH_RETENTION};
 pub(crate) use model::text_column_enum;
 pub use model::{CancelOutcome, ClaimedJob, JobRow, JobState, NewJob, QueueError, Submitted};
 pub use stats::{Depth, OldestAvailable, ProcessRole, SeenProcess};

@@ -262,3 +262,50 @@ pub const VACUUM: &str = "VACUUM (ANALYZE, INDEX_CLEANUP ON, TRUNCATE OFF) jobs"
 
 /// Statistics only, when rows were inserted or changed but few died.
 pub const ANALYZE: &str = "ANALYZE jobs";
+
+/// One page of the job list, newest first: jobs filtered by state $1, kind $2 and table $3 (each
+/// may be NULL) with ids below $4 (NULL: from the newest), at most $5. Keyset pagination walks the
+/// primary key backwards, so a page costs the rows it shows plus those its filter skips, never an
+/// offset's worth (the bound is a plain `id <` so it is the scan's index condition, also in a
+/// generic plan). The large columns (args, errors, output) stay out; the job page reads them.
+pub const JOB_PAGE: &str = "
+    SELECT id, kind, queue, state::text AS state, attempt, max_attempts,
+           args ->> 'table' AS table_name, scheduled_at, attempted_at, attempted_by,
+           finalized_at, created_at, jsonb_array_length(errors)::int AS error_count
+    FROM jobs
+    WHERE ($1::text IS NULL OR state = $1::text::job_state) AND ($2::text IS NULL OR kind = $2)
+      AND ($3::text IS NULL OR args ->> 'table' = $3)
+      AND id < coalesce($4::bigint, 9223372036854775807)
+    ORDER BY id DESC LIMIT $5";
+
+/// The $1 most recent failures: retryable and discarded jobs, newest attempt first, with the
+/// last error's message.
+pub const RECENT_FAILURES: &str = "
+    SELECT id, kind, state::text AS state, attempt, args ->> 'table' AS table_name,
+           coalesce(finalized_at, attempted_at, scheduled_at) AS failed_at,
+           errors -> -1 ->> 'error' AS last_error
+    FROM jobs
+    WHERE state IN ('retryable', 'discarded')
+    ORDER BY coalesce(finalized_at, attempted_at, scheduled_at) DESC, id DESC LIMIT $1";
+
+/// Records a depth sample taken at $1: states $2, kinds $3, counts $4 (parallel arrays).
+pub const RECORD_DEPTH: &str = "
+    INSERT INTO queue_samples (sampled_at, state, kind, jobs)
+    SELECT $1, s::job_state, k, n FROM unnest($2::text[], $3::text[], $4::bigint[]) AS u(s, k, n)
+    ON CONFLICT DO NOTHING";
+
+/// Forgets depth samples taken before $1.
+pub const PRUNE_DEPTH: &str = "DELETE FROM queue_samples WHERE sampled_at < $1";
+
+/// Depth samples taken since $1, summed over kinds: (sampled_at, state, jobs), oldest first.
+pub const DEPTH_HISTORY: &str = "
+    SELECT sampled_at, state::text AS state, sum(jobs)::bigint FROM queue_samples
+    WHERE sampled_at >= $1 GROUP BY sampled_at, state ORDER BY sampled_at";
+
+/// The outputs of the $2 newest completed prebuilds of table $1, newest first (for the table
+/// page's history: each names its partition, segments, rows and valid docs).
+pub const PREBUILD_REPORTS: &str = "
+    SELECT finalized_at, output FROM jobs
+    WHERE kind = 'prebuild' AND state = 'completed' AND args ->> 'table' = $1
+      AND output IS NOT NULL
+    ORDER BY finalized_at DESC LIMIT $2";

@@ -1,6 +1,7 @@
 //! The queue and table gauges, sampled from the catalog by the scheduler leader only, at an
 //! interval: N workers scraping themselves do not multiply catalog load, and two schedulers do
-//! not both read (the follower's gauges are cleared, so a sum over processes counts once).
+//! not both read (the follower's gauges are cleared, so a sum over processes counts once). The
+//! depth is also recorded in `queue_samples`, the console's history of the last hour.
 
 use chrono::Utc;
 
@@ -28,6 +29,8 @@ pub async fn sample(
 ) -> anyhow::Result<()> {
     let tables = catalog.table_stats(None).await?;
     let depth = queue.depth().await?;
+    // Kept for the console's chart of the last hour (the gauges keep only now).
+    queue.record_depth(Utc::now(), &depth).await?;
     let oldest = queue.oldest_available().await?;
     let m = metrics();
     clear();

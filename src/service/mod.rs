@@ -1,9 +1,10 @@
 //! The HTTP listener of every worker and scheduler (`--listen`): `/metrics` in the Prometheus
 //! text format, `/healthz` (the process's loops are turning) and `/readyz` (the catalog answers
 //! and is migrated for this binary, the object store answers, and the process is not shutting
-//! down). Nothing secret is ever in an answer: errors name the database and store with their
-//! credentials redacted.
+//! down). With `--console`, also the operator console ([`console`]). Nothing secret is ever in an
+//! answer: errors name the database and store with their credentials redacted.
 
+pub mod console;
 mod ready;
 
 use std::net::SocketAddr;
@@ -29,6 +30,12 @@ pub struct ServiceState {
     pub readiness: Arc<Readiness>,
 }
 
+/// What the listener serves: the probes and metrics, and the console if one was asked for.
+pub struct Service {
+    pub state: ServiceState,
+    pub console: Option<console::Console>,
+}
+
 impl ServiceState {
     pub fn new(health: Arc<Health>, catalog: Catalog, store: Store) -> ServiceState {
         ServiceState {
@@ -38,18 +45,22 @@ impl ServiceState {
     }
 }
 
-pub fn router(state: ServiceState) -> Router {
-    Router::new()
+pub fn router(service: Service) -> Router {
+    let probes = Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(service.state);
+    match service.console {
+        Some(console) => probes.merge(console::router(console)),
+        None => probes,
+    }
 }
 
 /// Binds `addr` (so a taken port fails the start, with the address named) and serves in the
 /// background until the process ends: the listener stays up through a graceful shutdown, so
 /// probes see the process drain.
-pub async fn start(addr: SocketAddr, state: ServiceState) -> anyhow::Result<SocketAddr> {
+pub async fn start(addr: SocketAddr, service: Service) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|err| {
         anyhow::anyhow!("cannot listen on {addr}: {err}; pick another address with --listen (or `--listen off`)")
     })?;
@@ -61,12 +72,18 @@ pub async fn start(addr: SocketAddr, state: ServiceState) -> anyhow::Result<Sock
             &Catalog::migration_version().to_string(),
         ])
         .set(1);
+    let with_console = service.console.is_some();
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, router(state)).await {
+        if let Err(err) = axum::serve(listener, router(service)).await {
             tracing::error!(error = %err, "the HTTP listener stopped");
         }
     });
-    tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    match with_console {
+        true => {
+            tracing::info!(address = %bound, "serving the console at /, and /metrics, /healthz and /readyz")
+        }
+        false => tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz"),
+    }
     Ok(bound)
 }
 

@@ -314,6 +314,14 @@ fn the_chart_lints_and_renders_valid_objects_for_every_value_set() {
     assert!(find(&objects, "Deployment", "minion-worker")["spec"]["replicas"].is_null());
     let monitor = find(&objects, "ServiceMonitor", "minion");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    // The console: read-only on the schedulers, with a Service that selects them.
+    assert!(args(container(&objects, "minion-scheduler")).contains(&"--console".into()));
+    assert!(!args(container(&objects, "minion-worker")).contains(&"--console".into()));
+    let console = find(&objects, "Service", "minion-console");
+    assert_eq!(
+        console["spec"]["selector"]["app.kubernetes.io/component"],
+        "scheduler"
+    );
 
     // Hooks off (GitOps): a plain Job; the scheduler inside the workers instead.
     let objects = render(&[
@@ -330,6 +338,19 @@ fn the_chart_lints_and_renders_valid_objects_for_every_value_set() {
         .iter()
         .any(|o| o["metadata"]["name"] == "minion-scheduler"));
     assert!(args(container(&objects, "minion-worker")).contains(&"--scheduler".into()));
+    // The console moves to the workers with the scheduler, and write access is one value.
+    assert!(args(container(&objects, "minion-worker")).contains(&"--console".into()));
+    let console = find(&objects, "Service", "minion-console");
+    assert_eq!(
+        console["spec"]["selector"]["app.kubernetes.io/component"],
+        "worker"
+    );
+    let objects = render(&["--set", "console.write=true"]);
+    assert!(args(container(&objects, "minion-scheduler")).contains(&"--console-write".into()));
+    let objects = render(&["--set", "console.enabled=false"]);
+    assert!(!objects
+        .iter()
+        .any(|o| o["metadata"]["name"] == "minion-console"));
 }
 
 #[test]

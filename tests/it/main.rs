@@ -6,6 +6,7 @@ mod bad_input;
 mod catalog;
 mod chaos;
 mod compaction;
+mod console;
 mod crash;
 mod deploy;
 mod embedded;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::common::{python, sigterm, StoreKind, TestEnv};
 
 /// A port free right now on 127.0.0.1.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -20,7 +20,7 @@ fn free_port() -> u16 {
 }
 
 /// `GET path` over HTTP/1.0; `None` while nothing listens.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -34,7 +34,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Polls `path` until it answers `status`; returns the body.
-fn wait_status(
+pub fn wait_status(
     port: u16,
     path: &str,
     status: u16,

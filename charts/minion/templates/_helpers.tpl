@@ -154,3 +154,19 @@ readinessProbe:
   timeoutSeconds: 5
   failureThreshold: 2
 {{- end -}}
+
+{{/* The console's flags, for the pods that serve it (see values: console). */}}
+{{- define "minion.consoleArgs" -}}
+{{- if .Values.console.enabled }}
+{{- if .Values.console.write }}
+- --console-write
+{{- else }}
+- --console
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Which pods serve the console: the schedulers, or the workers when they run the scheduler. */}}
+{{- define "minion.consoleComponent" -}}
+{{- if .Values.scheduler.enabled }}scheduler{{ else }}worker{{ end }}
+{{- end -}}

@@ -2,6 +2,7 @@
 //! compares against a baseline run in the same process or script (see BENCHMARKS.md).
 
 mod compact;
+mod console;
 mod lineage;
 mod prebuild;
 mod queue;
@@ -22,6 +23,8 @@ pub enum BenchCommand {
     Prebuild(prebuild::PrebuildBenchArgs),
     /// Compaction throughput against DuckDB rewriting the same segments, and copy-through.
     Compact(compact::CompactBenchArgs),
+    /// The console's page times on a seeded catalog (100k jobs, 10k segments by default).
+    Console(console::ConsoleBenchArgs),
 }
 
 pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()> {
@@ -29,6 +32,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
         BenchCommand::Queue(args) => queue::run(context, args).await,
         BenchCommand::Prebuild(args) => prebuild::run(context, args).await,
         BenchCommand::Compact(args) => compact::run(context, args).await,
+        BenchCommand::Console(args) => console::run(context, args).await,
     }
 }
 

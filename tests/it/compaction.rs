@@ -35,6 +35,10 @@ fn compaction_keeps_exactly_the_valid_rows() {
         .iter()
         .map(|s| s["row_count"].as_i64().unwrap())
         .sum();
+    let bytes_before: i64 = segments
+        .iter()
+        .map(|s| s["byte_size"].as_i64().unwrap())
+        .sum();
     let mut compacted = 0;
     for segment in &segments {
         let report = compact(&env, segment["id"].as_i64().unwrap());
@@ -93,6 +97,20 @@ fn compaction_keeps_exactly_the_valid_rows() {
         "compacted segments hold only valid rows"
     );
     assert!(rows_after < rows_before);
+    // What the swaps reclaimed, counted in their transactions, as `status` reports it.
+    let bytes_after: i64 = env
+        .online("orders", 0)
+        .iter()
+        .map(|s| s["byte_size"].as_i64().unwrap())
+        .sum();
+    let status: Value = env.json(&["status", "--json"]);
+    let table = &status["tables"][0];
+    assert_eq!(table["reclaimed_rows"], rows_before - rows_after, "{table}");
+    assert_eq!(
+        table["reclaimed_bytes"],
+        bytes_before - bytes_after,
+        "{table}"
+    );
     let verified = env.ok(&["verify", "--table", "orders"]);
     assert!(
         verified.contains("partition 0: snapshot 2 matches"),

@@ -354,6 +354,8 @@ fn the_console_shows_what_the_cli_reports_and_writes_only_with_its_token() {
         assert!(body.contains("CSRF"), "{body}");
     }
     env.wait_job_state(&failed, "discarded");
+    let later: Value = env.json(&["job", "submit", "noop", "--in", "1h", "--json"]);
+    let later = later["id"].to_string();
     runtime.block_on(async {
         let browser = driver.browser().await;
         visit(
@@ -390,10 +392,35 @@ fn the_console_shows_what_the_cli_reports_and_writes_only_with_its_token() {
             .await
             .unwrap();
         assert_eq!(attr(&browser, "#job", "data-state").await, "available");
+        // A job that has not run yet has a Cancel button instead.
+        visit(
+            &browser,
+            port,
+            &format!("/jobs/{later}"),
+            "#cancel-button",
+            "job-cancel",
+        )
+        .await;
+        browser
+            .find(Locator::Css("#cancel-button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser.accept_alert().await.unwrap();
+        browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#flash[data-done='cancelled']"))
+            .await
+            .unwrap();
         browser.close().await.unwrap();
     });
     let job: Value = env.json(&["job", "show", &failed, "--json"]);
     assert_eq!(job["state"], "available", "{job}");
+    let job: Value = env.json(&["job", "show", &later, "--json"]);
+    assert_eq!(job["state"], "cancelled", "{job}");
     sigterm(&console);
     assert!(console.wait().unwrap().success());
 }

@@ -87,8 +87,10 @@ impl Queue {
             .await?)
     }
 
-    /// Keeps `depth`, taken at `at`, for the console's history, and forgets samples older than
-    /// [`DEPTH_RETENTION`]. Called by the scheduler leader with each gauge sample.
+    /// Keeps `depth`, taken at `at`, for the console's history. Once the oldest sample is an
+    /// hour past [`DEPTH_RETENTION`], forgets everything older than that and vacuums the table,
+    /// so it stays small without autovacuum (pruning in hourly batches keeps vacuums rare).
+    /// Called by the scheduler leader with each gauge sample.
     pub async fn record_depth(&self, at: DateTime<Utc>, depth: &Depth) -> Result<(), QueueError> {
         let mut states = Vec::new();
         let mut kinds = Vec::new();
@@ -106,20 +108,25 @@ impl Queue {
             kinds.push("");
             counts.push(0);
         }
-        let mut tx = self.pool.begin().await?;
         sqlx::query(sql::RECORD_DEPTH)
             .bind(at)
             .bind(&states)
             .bind(&kinds)
             .bind(&counts)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
         let cutoff = at - chrono::Duration::from_std(DEPTH_RETENTION).expect("a day fits");
-        sqlx::query(sql::PRUNE_DEPTH)
-            .bind(cutoff)
-            .execute(&mut *tx)
+        let (oldest,): (Option<DateTime<Utc>>,) = sqlx::query_as(sql::OLDEST_DEPTH)
+            .fetch_one(&self.pool)
             .await?;
-        tx.commit().await?;
+        if oldest.is_some_and(|oldest| oldest < cutoff - chrono::Duration::hours(1)) {
+            sqlx::query(sql::PRUNE_DEPTH)
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?;
+            // Simple-query protocol: VACUUM refuses to run inside a transaction block.
+            sqlx::raw_sql(sql::VACUUM_DEPTH).execute(&self.pool).await?;
+        }
         Ok(())
     }
 

@@ -294,8 +294,14 @@ pub const RECORD_DEPTH: &str = "
     SELECT $1, s::job_state, k, n FROM unnest($2::text[], $3::text[], $4::bigint[]) AS u(s, k, n)
     ON CONFLICT DO NOTHING";
 
+/// When the oldest depth sample was taken (the primary key's first entry).
+pub const OLDEST_DEPTH: &str = "SELECT min(sampled_at) FROM queue_samples";
+
 /// Forgets depth samples taken before $1.
 pub const PRUNE_DEPTH: &str = "DELETE FROM queue_samples WHERE sampled_at < $1";
+
+/// Reclaims the pruned samples' space (the queue does not rely on autovacuum).
+pub const VACUUM_DEPTH: &str = "VACUUM (TRUNCATE OFF) queue_samples";
 
 /// Depth samples taken since $1, summed over kinds: (sampled_at, state, jobs), oldest first.
 pub const DEPTH_HISTORY: &str = "

@@ -517,3 +517,52 @@ async fn a_job_in_a_state_this_minion_does_not_know_is_a_clear_error() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// The console's depth history: samples sum over kinds per state, an empty queue still makes a
+/// sample, and samples past the retention go in hourly batches (then the table is vacuumed).
+#[tokio::test]
+async fn depth_samples_sum_by_state_and_expire_in_batches() {
+    use chrono::{Duration as Span, Utc};
+    use upsert_minion::queue::{Depth, DEPTH_RETENTION};
+    let env = TestEnv::new(StoreKind::Local);
+    let queue = migrated_queue(&env).await;
+    let now = Utc::now();
+    let mut depth = Depth::default();
+    let available = depth.by_state.entry(JobState::Available).or_default();
+    available.insert("compact".into(), 3);
+    available.insert("merge".into(), 4);
+    depth
+        .by_state
+        .entry(JobState::Discarded)
+        .or_default()
+        .insert("gc".into(), 1);
+    let retention = Span::from_std(DEPTH_RETENTION).unwrap();
+    // A sample just inside the retention, one just outside it (kept: not an hour past yet).
+    queue
+        .record_depth(now - retention + Span::minutes(5), &depth)
+        .await
+        .unwrap();
+    queue
+        .record_depth(now - retention - Span::minutes(5), &depth)
+        .await
+        .unwrap();
+    queue.record_depth(now, &Depth::default()).await.unwrap();
+    let history = queue.depth_history(now - Span::days(2)).await.unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[1].by_state.get(&JobState::Available), Some(&7));
+    assert_eq!(history[1].by_state.get(&JobState::Discarded), Some(&1));
+    assert_eq!(history[2].by_state.get(&JobState::Available), Some(&0));
+    // One more than an hour past the retention: everything past it goes at the next sample.
+    queue
+        .record_depth(now - retention - Span::minutes(90), &depth)
+        .await
+        .unwrap();
+    queue
+        .record_depth(now + Span::seconds(1), &depth)
+        .await
+        .unwrap();
+    let history = queue.depth_history(now - Span::days(2)).await.unwrap();
+    let times: Vec<_> = history.iter().map(|s| s.at).collect();
+    assert_eq!(history.len(), 3, "{times:?}");
+    assert!(history.iter().all(|s| s.at >= now - retention), "{times:?}");
+}

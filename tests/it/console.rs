@@ -135,6 +135,28 @@ async fn attr(browser: &Client, css: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("`{css}` has no {name}"))
 }
 
+/// Clicks `button`, accepts the confirmation and waits for the page that says `done`.
+async fn confirm(browser: &Client, button: &str, done: &str) {
+    click(browser, button).await;
+    browser.accept_alert().await.unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(&format!("#flash[data-done='{done}']")))
+        .await
+        .unwrap_or_else(|err| panic!("no `{done}` after {button}: {err}"));
+}
+
+async fn click(browser: &Client, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|err| panic!("no `{css}`: {err}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 #[test]
 fn the_console_shows_what_the_cli_reports_and_writes_only_with_its_token() {
     let env = TestEnv::new(StoreKind::Local);
@@ -368,29 +390,10 @@ fn the_console_shows_what_the_cli_reports_and_writes_only_with_its_token() {
         .await;
         assert_eq!(attr(&browser, "#access", "data-access").await, "write");
         // The confirmation is asked first: dismissing it sends nothing.
-        browser
-            .find(Locator::Css("#retry-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, "#retry-button").await;
         browser.dismiss_alert().await.unwrap();
         assert_eq!(attr(&browser, "#job", "data-state").await, "discarded");
-        browser
-            .find(Locator::Css("#retry-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        browser.accept_alert().await.unwrap();
-        browser
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css("#flash[data-done='retried']"))
-            .await
-            .unwrap();
+        confirm(&browser, "#retry-button", "retried").await;
         assert_eq!(attr(&browser, "#job", "data-state").await, "available");
         // A job that has not run yet has a Cancel button instead.
         visit(
@@ -401,20 +404,7 @@ fn the_console_shows_what_the_cli_reports_and_writes_only_with_its_token() {
             "job-cancel",
         )
         .await;
-        browser
-            .find(Locator::Css("#cancel-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        browser.accept_alert().await.unwrap();
-        browser
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css("#flash[data-done='cancelled']"))
-            .await
-            .unwrap();
+        confirm(&browser, "#cancel-button", "cancelled").await;
         browser.close().await.unwrap();
     });
     let job: Value = env.json(&["job", "show", &failed, "--json"]);

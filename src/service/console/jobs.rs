@@ -323,17 +323,14 @@ pub async fn retry(
     Path(id): Path<i64>,
     form: Result<Form<WriteForm>, FormRejection>,
 ) -> Response {
-    if let Some(refused) = check_write(&console, &form) {
-        return refused;
-    }
-    match console.services.queue.retry(id).await {
-        Ok(retried) => {
-            tracing::info!(job = id, retried, "retry from the console");
-            let done = if retried { "retried" } else { "not_retryable" };
-            Redirect::to(&format!("/jobs/{id}?done={done}")).into_response()
-        }
-        Err(err) => server_error(&console, err),
-    }
+    let queue = console.services.queue.clone();
+    let action = async move {
+        Ok(match queue.retry(id).await? {
+            true => "retried",
+            false => "not_retryable",
+        })
+    };
+    act(&console, id, &form, action).await
 }
 
 pub async fn cancel(
@@ -341,20 +338,34 @@ pub async fn cancel(
     Path(id): Path<i64>,
     form: Result<Form<WriteForm>, FormRejection>,
 ) -> Response {
-    if let Some(refused) = check_write(&console, &form) {
+    let queue = console.services.queue.clone();
+    let action = async move {
+        Ok(match queue.cancel(id).await? {
+            CancelOutcome::Cancelled => "cancelled",
+            CancelOutcome::Requested => "cancel_requested",
+            CancelOutcome::NotCancellable => "not_cancellable",
+        })
+    };
+    act(&console, id, &form, action).await
+}
+
+/// Runs a write `action` on job `id` if `check_write` allows it, then sends the browser back to
+/// the job's page saying what happened (`?done=`, see `flash`).
+async fn act(
+    console: &Console,
+    id: i64,
+    form: &Result<Form<WriteForm>, FormRejection>,
+    action: impl std::future::Future<Output = Result<&'static str, QueueError>>,
+) -> Response {
+    if let Some(refused) = check_write(console, form) {
         return refused;
     }
-    match console.services.queue.cancel(id).await {
-        Ok(outcome) => {
-            tracing::info!(job = id, ?outcome, "cancel from the console");
-            let done = match outcome {
-                CancelOutcome::Cancelled => "cancelled",
-                CancelOutcome::Requested => "cancel_requested",
-                CancelOutcome::NotCancellable => "not_cancellable",
-            };
+    match action.await {
+        Ok(done) => {
+            tracing::info!(job = id, done, "job action from the console");
             Redirect::to(&format!("/jobs/{id}?done={done}")).into_response()
         }
-        Err(err) => server_error(&console, err),
+        Err(err) => server_error(console, err),
     }
 }
 

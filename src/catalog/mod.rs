@@ -22,7 +22,7 @@ pub use replace::{ReplaceOutcome, SequenceGuard};
 pub use reservations::{IngestRegistration, ReservationLease};
 pub use segments::{NewSegment, SegmentRow, SegmentState};
 pub use snapshots::{NewSnapshot, PublishOutcome, SnapshotRow};
-pub use stats::{PartitionStats, TableStats};
+pub use stats::{summarize, PartitionStats, TableStats};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -29,8 +29,6 @@ pub async fn sample(
 ) -> anyhow::Result<()> {
     let tables = catalog.table_stats(None).await?;
     let depth = queue.depth().await?;
-    // Kept for the console's chart of the last hour (the gauges keep only now).
-    queue.record_depth(Utc::now(), &depth).await?;
     let oldest = queue.oldest_available().await?;
     let m = metrics();
     clear();
@@ -81,6 +79,9 @@ pub async fn sample(
     }
     m.sample_timestamp
         .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+    // Kept for the console's chart of the last hour (the gauges keep only now); after the
+    // gauges, so a failure here leaves them set.
+    queue.record_depth(Utc::now(), &depth).await?;
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 # into a scratch directory, each burning down the same pre-inserted no-op jobs on a database of its
 # own with 2 worker processes at concurrency 50, interleaved with `minion bench queue` (same
 # Postgres). Prints jobs/s per peer and size (median over the rounds) and minion's ratio to the
-# best peer; every run is a JSON line in bench-results/peers.jsonl.
+# best peer; every run is a JSON line in bench-results/peers.jsonl. minion runs twice: with
+# `--prefetch 500` per worker (graphile-worker's `localQueue.size` below) and with no prefetch.
 #
 #   benches/peers/run.sh                 # ROUNDS=2 SIZES="20000 50000" by default
 #   ADMIN_URL=postgres://... MINION=target/release/minion benches/peers/run.sh
@@ -15,6 +16,7 @@ base=${admin%/*}
 scratch=${SCRATCH:-$root/target/peers}
 rounds=${ROUNDS:-2}
 sizes=${SIZES:-"20000 50000"}
+prefetch=${PREFETCH:-500}
 minion=${MINION:-$root/target/debug/minion}
 mkdir -p "$scratch" bench-results
 
@@ -33,12 +35,17 @@ out=bench-results/peers.jsonl
 for round in $(seq "$rounds"); do
   for n in $sizes; do
     echo "round $round, $n jobs" >&2
-    fresh peer_minion
-    "$minion" --database-url "$base/peer_minion" migrate >/dev/null
-    "$minion" --database-url "$base/peer_minion" bench queue --jobs "$n" --workers 2 \
-      --concurrency 50 --latency-jobs 200 --output "$scratch/minion.json" >/dev/null 2>&1
-    python3 -c 'import json, sys; f = json.load(open(sys.argv[1])); print(json.dumps({"peer": "minion", "version": sys.argv[2], "jobs": f["jobs"], "seconds": f["burn_down_seconds"], "jobs_per_second": f["jobs_per_second"], "pickup_ms_p95": f["pickup_ms_p95"]}))' \
-      "$scratch/minion.json" "$("$minion" --version | awk '{print $2}')" >>"$out"
+    # minion twice: with a prefetch as large as graphile-worker's local queue (like for like),
+    # and with its default (no prefetch: one claim per batch of free slots).
+    for each in "$prefetch" 0; do
+      fresh peer_minion
+      "$minion" --database-url "$base/peer_minion" migrate >/dev/null
+      "$minion" --database-url "$base/peer_minion" bench queue --jobs "$n" --workers 2 \
+        --concurrency 50 --prefetch "$each" --latency-jobs 200 \
+        --output "$scratch/minion.json" >/dev/null 2>&1
+      python3 -c 'import json, sys; f = json.load(open(sys.argv[1])); p = int(sys.argv[3]); print(json.dumps({"peer": "minion" if p else "minion (no prefetch)", "version": sys.argv[2], "prefetch": p, "jobs": f["jobs"], "seconds": f["burn_down_seconds"], "jobs_per_second": f["jobs_per_second"], "pickup_ms_p95": f["pickup_ms_p95"]}))' \
+        "$scratch/minion.json" "$("$minion" --version | awk '{print $2}')" "$each" >>"$out"
+    done
     fresh peer_gw
     NODE_PATH="$scratch/gw/node_modules" node benches/peers/graphile.js "$base/peer_gw" "$n" 2 50 >>"$out"
     fresh peer_pq

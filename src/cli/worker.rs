@@ -20,6 +20,11 @@ pub struct WorkerArgs {
     /// Jobs run at once by this process.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Claimed jobs held beyond --concurrency, waiting for a slot: fewer claim statements for
+    /// many short jobs. Each is leased and heartbeated like a running one; released at shutdown.
+    /// Leave at 0 for long jobs (a worker would hold jobs an idle worker could run).
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: usize,
     /// Queues to take jobs from (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "default")]
     pub queues: Vec<String>,
@@ -68,6 +73,7 @@ impl WorkerArgs {
         Ok(WorkerOptions {
             id: self.id.clone().unwrap_or_else(default_worker_id),
             concurrency: self.concurrency,
+            prefetch: self.prefetch,
             queues: self.queues.clone(),
             lease: self.lease,
             heartbeat_interval: self.lease / 3,

@@ -1,17 +1,17 @@
 //! Running one claimed job and recording how it ended, fenced by (id, attempt).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
 use serde_json::Value;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{RunningJob, Shared, StopReason};
+use super::{RunningJob, Shared, StopReason, WAITING};
 use crate::job::{JobContext, JobError};
 use crate::queue::{backoff, ClaimedJob, JobState};
 
@@ -65,48 +65,59 @@ impl Ended {
     }
 }
 
+/// Runs one held job: waits for a slot (a prefetched job may wait), runs it unless it was stopped
+/// first, and records how it ended. `held` is the job's place in the worker's room, given back
+/// when the ending is recorded; the slot is taken only while it runs.
 pub(super) async fn execute(
     shared: Arc<Shared>,
     job: ClaimedJob,
     completions: mpsc::UnboundedSender<Completion>,
-    permit: OwnedSemaphorePermit,
+    held: OwnedSemaphorePermit,
+    slots: Arc<Semaphore>,
 ) {
     let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempt);
     let running = Arc::new(RunningJob {
         attempt: job.attempt,
         cancel: CancellationToken::new(),
         reason: Mutex::new(None),
+        phase: AtomicU8::new(WAITING),
     });
     shared
         .running
         .lock()
         .expect("running lock")
         .insert(job.id, running.clone());
+    let claimed = std::time::Instant::now();
+    let slot = tokio::select! {
+        biased;
+        _ = running.cancel.cancelled() => None,
+        slot = slots.acquire_owned() => Some(slot.expect("the slots are never closed")),
+    };
+    let started = slot.is_some() && running.start();
     let metrics = crate::telemetry::metrics();
-    metrics.job_attempts.with_label_values(&[&job.kind]).inc();
-    metrics.worker_running_jobs.inc();
-    if let Some(claimed_at) = job.attempted_at {
-        let waited = (claimed_at - job.scheduled_at)
-            .num_microseconds()
-            .unwrap_or(0)
-            .max(0);
-        metrics
-            .job_pickup_latency
-            .with_label_values(&[&job.queue])
-            .observe(waited as f64 / 1e6);
+    if started {
+        metrics.job_attempts.with_label_values(&[&job.kind]).inc();
+        metrics.worker_running_jobs.inc();
+        observe_pickup(&job, claimed.elapsed());
     }
-    let started = std::time::Instant::now();
+    let began = std::time::Instant::now();
     async {
-        let outcome = run_task(&shared, &job, &running).await;
-        let ended = record(&shared, &job, outcome, &completions).await;
-        metrics
-            .job_duration
-            .with_label_values(&[&job.kind])
-            .observe(started.elapsed().as_secs_f64());
+        let outcome = match started {
+            true => run_task(&shared, &job, &running).await,
+            false => Outcome::Stopped(running.stop_reason()),
+        };
+        let ended = record(&shared, &job, outcome, started, &completions).await;
         metrics
             .jobs
             .with_label_values(&[&job.kind, ended.as_str()])
             .inc();
+        if !started {
+            return;
+        }
+        metrics
+            .job_duration
+            .with_label_values(&[&job.kind])
+            .observe(began.elapsed().as_secs_f64());
         match ended {
             Ended::Retried => metrics.job_retries.with_label_values(&[&job.kind]).inc(),
             Ended::Discarded => metrics.job_discards.with_label_values(&[&job.kind]).inc(),
@@ -119,10 +130,29 @@ pub(super) async fn execute(
     }
     .instrument(span)
     .await;
-    metrics.worker_running_jobs.dec();
+    if started {
+        metrics.worker_running_jobs.dec();
+    }
     shared.running.lock().expect("running lock").remove(&job.id);
-    drop(permit);
+    drop(slot);
+    drop(held);
     shared.slot_freed.notify_one();
+}
+
+/// Pickup latency: from runnable to started, i.e. until the claim (database clock) plus the time
+/// a prefetched job waited here for a slot.
+fn observe_pickup(job: &ClaimedJob, waited_here: Duration) {
+    let Some(claimed_at) = job.attempted_at else {
+        return;
+    };
+    let until_claim = (claimed_at - job.scheduled_at)
+        .num_microseconds()
+        .unwrap_or(0)
+        .max(0);
+    crate::telemetry::metrics()
+        .job_pickup_latency
+        .with_label_values(&[&job.queue])
+        .observe(until_claim as f64 / 1e6 + waited_here.as_secs_f64());
 }
 
 async fn run_task(shared: &Shared, job: &ClaimedJob, running: &RunningJob) -> Outcome {
@@ -161,9 +191,7 @@ async fn run_task(shared: &Shared, job: &ClaimedJob, running: &RunningJob) -> Ou
             }
             Err(panic) => Outcome::Panicked(panic_message(&panic)),
         },
-        _ = running.cancel.cancelled() => {
-            Outcome::Stopped(running.reason.lock().expect("reason lock").unwrap_or(StopReason::Shutdown))
-        }
+        _ = running.cancel.cancelled() => Outcome::Stopped(running.stop_reason()),
     }
 }
 
@@ -171,6 +199,7 @@ async fn record(
     shared: &Shared,
     job: &ClaimedJob,
     outcome: Outcome,
+    started: bool,
     completions: &mpsc::UnboundedSender<Completion>,
 ) -> Ended {
     let queue = &shared.queue;
@@ -237,9 +266,11 @@ async fn record(
             }
         }
         Outcome::Stopped(StopReason::Cancelled) => {
-            match with_db_retries(|| {
-                queue.finish_cancelled(job.id, job.attempt, "cancelled while running")
-            })
+            let why = match started {
+                true => "cancelled while running",
+                false => "cancelled before it started (it was prefetched)",
+            };
+            match with_db_retries(|| queue.finish_cancelled(job.id, job.attempt, why))
             .await
             {
                 Ok(true) => {
@@ -260,10 +291,14 @@ async fn record(
             match with_db_retries(|| queue.release(job.id, job.attempt)).await {
                 Ok(released) => {
                     stats.released.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        released,
-                        "job released at shutdown; its attempt is not counted"
-                    );
+                    match started {
+                        true => tracing::info!(
+                            released,
+                            "job released at shutdown; its attempt is not counted"
+                        ),
+                        // One line for all of them comes from the claim loop.
+                        false => tracing::debug!(released, "prefetched job released at shutdown"),
+                    }
                     Ended::Released
                 }
                 Err(db) => {

@@ -210,6 +210,112 @@ async fn cancel_reaches_a_running_job_by_heartbeat_without_notifications() {
     cancel_reaches_a_running_job(false).await;
 }
 
+/// `--prefetch` (issue 15): jobs claimed beyond the running slots wait here leased like running
+/// ones (their leases outlive the wait only through heartbeats), start in claim order, are refilled
+/// when half the buffer is gone, end cancelled without running when cancelled while waiting, and
+/// are given back at once on shutdown with their attempts uncounted.
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetched_jobs_wait_leased_run_in_turn_and_are_released_at_shutdown() {
+    let env = TestEnv::new(StoreKind::Local);
+    let queue = migrated_queue(&env).await;
+    let first = submit(&queue, "sleep", json!({"seconds": 5})).await;
+    let second = submit(&queue, "sleep", json!({"seconds": 0.1})).await;
+    let third = submit(&queue, "sleep", json!({"seconds": 0.1})).await;
+    let long = submit(&queue, "sleep", json!({"seconds": 120})).await;
+    let later = submit(&queue, "sleep", json!({"seconds": 0.1})).await;
+    let mut worker = env.spawn(
+        "worker",
+        &worker_args(&[
+            "--concurrency",
+            "1",
+            "--prefetch",
+            "3",
+            "--shutdown-timeout",
+            "2s",
+            "--id",
+            "prefetcher",
+        ]),
+    );
+    // Room for 1 running + 3 waiting: the first four are claimed, the fifth is not.
+    for id in [first, second, third, long] {
+        wait_for(&queue, id, Duration::from_secs(20), |r| {
+            r.state == "running"
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let row = queue.get(later).await.unwrap();
+    assert_eq!(row.state, "available", "the buffer was full: {row:#?}");
+
+    // The second waited about 5 s for the first with a 2 s lease: kept by heartbeats.
+    let second_row = wait_for(&queue, second, Duration::from_secs(30), |r| {
+        r.state == "completed"
+    })
+    .await;
+    let first_row = queue.get(first).await.unwrap();
+    assert_eq!(first_row.state, "completed", "one slot: in claim order");
+    assert!(
+        second_row.attempted_at.unwrap() < first_row.finalized_at.unwrap(),
+        "the second was claimed (prefetched) before the first ended"
+    );
+    for row in [&first_row, &second_row] {
+        assert_eq!(row.attempt, 1, "never rescued: {row:#?}");
+        assert!(row.errors.as_array().unwrap().is_empty(), "{row:#?}");
+        assert_eq!(row.attempted_by.as_deref(), Some("prefetcher"));
+    }
+    wait_for(&queue, third, Duration::from_secs(20), |r| {
+        r.state == "completed"
+    })
+    .await;
+
+    // With the long job running and the buffer down to half, the fifth is claimed and waits;
+    // cancelled there, it ends without running.
+    wait_for(&queue, later, Duration::from_secs(20), |r| {
+        r.state == "running"
+    })
+    .await;
+    let out = env.ok(&["job", "cancel", &later.to_string()]);
+    assert!(out.contains("told to cancel"), "{out}");
+    let row = wait_for(&queue, later, Duration::from_secs(10), |r| {
+        r.state == "cancelled"
+    })
+    .await;
+    assert!(
+        row.errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled before it started"),
+        "{row:#?}"
+    );
+    assert_eq!(row.output, None, "it never ran");
+
+    // A job claimed into the buffer at shutdown is given back at once; the running one after
+    // the shutdown timeout; neither attempt counts.
+    let waiting = submit(&queue, "noop", json!({})).await;
+    wait_for(&queue, waiting, Duration::from_secs(20), |r| {
+        r.state == "running"
+    })
+    .await;
+    sigterm(&worker);
+    let status = wait_exit(&mut worker, Duration::from_secs(15));
+    assert!(status.success(), "{}", env.log("worker"));
+    for id in [waiting, long] {
+        let row = queue.get(id).await.unwrap();
+        assert_eq!(
+            (row.state.as_str(), row.attempt),
+            ("available", 0),
+            "{row:#?}"
+        );
+        assert!(row.errors.as_array().unwrap().is_empty(), "{row:#?}");
+    }
+    let log = env.log("worker");
+    assert!(
+        log.contains("releasing prefetched jobs that had not started"),
+        "{log}"
+    );
+    assert!(log.contains("releasing running jobs"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_retry_panics_are_isolated_and_attempts_run_out() {
     let env = TestEnv::new(StoreKind::Local);

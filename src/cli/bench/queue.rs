@@ -31,6 +31,9 @@ pub struct QueueBenchArgs {
     /// Jobs run at once per worker.
     #[arg(long, default_value_t = 50)]
     pub concurrency: usize,
+    /// Claimed jobs held per worker beyond its concurrency (`minion worker --prefetch`).
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: usize,
     /// Jobs submitted one at a time for the latency phase.
     #[arg(long, default_value_t = 500)]
     pub latency_jobs: usize,
@@ -123,6 +126,7 @@ pub async fn run(context: &Context, args: QueueBenchArgs) -> anyhow::Result<()> 
         "sweep": sweep,
         "workers": args.workers,
         "concurrency_per_worker": args.concurrency,
+        "prefetch_per_worker": args.prefetch,
         "notifications": !args.no_listen,
         "burn_down_seconds": burn_down.as_secs_f64(),
         "jobs_per_second": throughput,
@@ -222,6 +226,7 @@ fn start_workers(
         let options = WorkerOptions {
             id: format!("bench-{index}"),
             concurrency: args.concurrency,
+            prefetch: args.prefetch,
             queues: vec![queue_name.to_string()],
             poll_interval: Duration::from_millis(500),
             listen: !args.no_listen,

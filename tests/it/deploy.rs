@@ -351,15 +351,23 @@ fn the_chart_lints_and_renders_valid_objects_for_every_value_set() {
     assert!(!objects
         .iter()
         .any(|o| o["metadata"]["name"] == "minion-console"));
+    // Prefetch is off unless set, and then reaches the workers' flags.
+    let worker_args = |objects: &[Value]| args(container(objects, "minion-worker"));
+    assert!(!worker_args(&objects)
+        .iter()
+        .any(|a| a.starts_with("--prefetch")));
+    let objects = render(&["--set", "worker.prefetch=200"]);
+    assert!(worker_args(&objects).contains(&"--prefetch=200".into()));
 }
 
 #[test]
 fn wrong_values_are_refused_by_the_schema() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--set", "worker.replicas=-1"], "replicas"),
         (&["--set", "worker.colour=red"], "colour"),
         (&["--set", "store.url=ftp://nope"], "url"),
         (&["--set", "worker.concurrency=many"], "concurrency"),
+        (&["--set", "worker.prefetch=-5"], "prefetch"),
     ];
     for (args, named) in cases {
         let mut words = vec!["template", "minion", "charts/minion"];

@@ -235,12 +235,14 @@ pub const WORKER_SEEN: &str = "
 pub const WORKER_STOPPED: &str =
     "UPDATE workers SET stopped_at = now(), running = 0, last_seen_at = now() WHERE id = $1";
 
-/// Processes seen within $1 seconds and not stopped, with the jobs each is running.
+/// Processes seen within $1 seconds and not stopped, with the jobs each is running (the lease
+/// condition, implied by `running`, lets the planner find them in `jobs_lease_idx`).
 pub const WORKERS_RECENT: &str = "
     SELECT w.id, w.role, w.version, w.started_at, w.last_seen_at, w.concurrency, w.queues,
            coalesce(array_agg(j.id ORDER BY j.id) FILTER (WHERE j.id IS NOT NULL), '{}') AS running_jobs
     FROM workers w
-    LEFT JOIN jobs j ON j.state = 'running' AND j.attempted_by = w.id
+    LEFT JOIN jobs j ON j.state = 'running' AND j.lease_expires_at IS NOT NULL
+                    AND j.attempted_by = w.id
     WHERE w.stopped_at IS NULL AND w.last_seen_at > now() - $1 * interval '1 second'
     GROUP BY w.id ORDER BY w.role, w.id";
 

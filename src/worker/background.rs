@@ -1,5 +1,5 @@
 //! The loops beside the job executors: batched heartbeats, the notification listener, the
-//! rescuer of expired leases, and the batched completer.
+//! rescuer of expired leases, the table's upkeep, and the batched completer.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -160,17 +160,34 @@ pub(super) async fn rescuer(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "rescuer cannot reach Postgres"),
         }
-        let threshold = shared.options.vacuum_dead_tuples;
-        if threshold > 0 {
-            match shared.queue.vacuum_if_bloated(threshold).await {
-                Ok(Some((dead, changed))) => {
-                    tracing::debug!(dead, changed, "vacuumed or analyzed the jobs table")
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot vacuum the jobs table (does this role own it?)")
-                }
+    }
+}
+
+/// Keeps the jobs table lean and its statistics fresh (`Queue::vacuum_if_bloated`): at every
+/// rescue interval, and at once (at most once a second) when a claim was slow, which is how a
+/// plan made from statistics older than a bulk submission shows itself.
+pub(super) async fn maintainer(shared: Arc<Shared>, stop: CancellationToken) {
+    let threshold = shared.options.vacuum_dead_tuples;
+    if threshold <= 0 {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(shared.options.rescue_interval) => {}
+            _ = shared.slow_claim.notified() => {}
+        }
+        match shared.queue.vacuum_if_bloated(threshold).await {
+            Ok(Some((dead, changed))) => {
+                tracing::debug!(dead, changed, "vacuumed or analyzed the jobs table")
             }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot vacuum the jobs table (does this role own it?)")
+            }
+        }
+        if sleep_or_stop(&stop, Duration::from_secs(1)).await {
+            return;
         }
     }
 }

@@ -270,9 +270,7 @@ async fn record(
                 true => "cancelled while running",
                 false => "cancelled before it started (it was prefetched)",
             };
-            match with_db_retries(|| queue.finish_cancelled(job.id, job.attempt, why))
-            .await
-            {
+            match with_db_retries(|| queue.finish_cancelled(job.id, job.attempt, why)).await {
                 Ok(true) => {
                     tracing::info!("job cancelled");
                     Ended::Cancelled

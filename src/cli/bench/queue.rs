@@ -34,6 +34,9 @@ pub struct QueueBenchArgs {
     /// Claimed jobs held per worker beyond its concurrency (`minion worker --prefetch`).
     #[arg(long, default_value_t = 0)]
     pub prefetch: usize,
+    /// The workers' `--vacuum-dead-tuples` (0: never vacuum during the run).
+    #[arg(long, default_value_t = 20_000)]
+    pub vacuum_dead_tuples: i64,
     /// Jobs submitted one at a time for the latency phase.
     #[arg(long, default_value_t = 500)]
     pub latency_jobs: usize,
@@ -227,6 +230,7 @@ fn start_workers(
             id: format!("bench-{index}"),
             concurrency: args.concurrency,
             prefetch: args.prefetch,
+            vacuum_dead_tuples: args.vacuum_dead_tuples,
             queues: vec![queue_name.to_string()],
             poll_interval: Duration::from_millis(500),
             listen: !args.no_listen,

@@ -1,17 +1,18 @@
 //! Running one claimed job and recording how it ended, fenced by (id, attempt).
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
 use serde_json::Value;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use super::{RunningJob, Shared, StopReason, WAITING};
+use super::{RunningJob, Shared, StopReason};
 use crate::job::{JobContext, JobError};
 use crate::queue::{backoff, ClaimedJob, JobState};
 
@@ -65,33 +66,41 @@ impl Ended {
     }
 }
 
-/// Runs one held job: waits for a slot (a prefetched job may wait), runs it unless it was stopped
+/// A place in the line for a slot (see `queue_for_slot`).
+pub(super) type SlotWait =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// Joins the line for a slot now, from the claim loop, so that jobs get slots in the order they
+/// were claimed (priority, then schedule). Tokio's semaphore serves waiters first come, first
+/// served, but a waiter joins the line when its future is first polled; executors polling their
+/// own would join in whatever order the runtime ran them. The future is polled once here (the
+/// claim loop's waker may be woken once, harmlessly) and then awaited by the executor; boxed, so
+/// the queued waiter does not move.
+pub(super) async fn queue_for_slot(slots: &Arc<Semaphore>) -> SlotWait {
+    let mut wait: SlotWait = Box::pin(slots.clone().acquire_owned());
+    if let std::task::Poll::Ready(slot) = futures::poll!(wait.as_mut()) {
+        return Box::pin(std::future::ready(slot));
+    }
+    wait
+}
+
+/// Runs one held job (already in `shared.running`): waits for a slot (a prefetched job may wait), runs it unless it was stopped
 /// first, and records how it ended. `held` is the job's place in the worker's room, given back
 /// when the ending is recorded; the slot is taken only while it runs.
 pub(super) async fn execute(
     shared: Arc<Shared>,
     job: ClaimedJob,
+    running: Arc<RunningJob>,
     completions: mpsc::UnboundedSender<Completion>,
     held: OwnedSemaphorePermit,
-    slots: Arc<Semaphore>,
+    slot: SlotWait,
 ) {
     let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempt);
-    let running = Arc::new(RunningJob {
-        attempt: job.attempt,
-        cancel: CancellationToken::new(),
-        reason: Mutex::new(None),
-        phase: AtomicU8::new(WAITING),
-    });
-    shared
-        .running
-        .lock()
-        .expect("running lock")
-        .insert(job.id, running.clone());
     let claimed = std::time::Instant::now();
     let slot = tokio::select! {
         biased;
         _ = running.cancel.cancelled() => None,
-        slot = slots.acquire_owned() => Some(slot.expect("the slots are never closed")),
+        slot = slot => Some(slot.expect("the slots are never closed")),
     };
     let started = slot.is_some() && running.start();
     let metrics = crate::telemetry::metrics();
@@ -347,5 +356,43 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         text.clone()
     } else {
         "non-string panic payload".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::queue_for_slot;
+
+    /// Waiters spawned in reverse still get the slot in the order they queued for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slots_go_in_the_order_jobs_queued_for_them() {
+        let slots = Arc::new(Semaphore::new(1));
+        let busy = slots.clone().try_acquire_owned().expect("the only slot");
+        let mut waits = Vec::new();
+        for id in 0..8 {
+            waits.push((id, queue_for_slot(&slots).await));
+        }
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (id, wait) in waits.into_iter().rev() {
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                let slot = wait.await.expect("open");
+                order.lock().unwrap().push(id);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                drop(slot);
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(busy);
+        for task in tasks {
+            task.await.expect("task");
+        }
+        assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
     }
 }

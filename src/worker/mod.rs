@@ -121,6 +121,16 @@ struct RunningJob {
 }
 
 impl RunningJob {
+    /// A job just claimed: waiting for a slot.
+    fn held(attempt: i32) -> Arc<RunningJob> {
+        Arc::new(RunningJob {
+            attempt,
+            cancel: CancellationToken::new(),
+            reason: Mutex::new(None),
+            phase: AtomicU8::new(WAITING),
+        })
+    }
+
     fn stop(&self, reason: StopReason) {
         self.reason
             .lock()
@@ -302,9 +312,9 @@ impl Worker {
     }
 
     /// The claim loop: claims as many jobs as there is room for (free slots plus the prefetch
-    /// buffer), starts an executor for each (it waits for a slot), and waits for a notification,
-    /// a finished job or the poll interval; until `shutdown`. Then gives up the jobs still
-    /// waiting, so they are released at once.
+    /// buffer), starts an executor for each (it waits for a slot; slots go in claim order), and
+    /// waits for a notification, a finished job or the poll interval; until `shutdown`. Then
+    /// gives up the jobs still waiting, so they are released at once.
     async fn claim_until(
         &self,
         shutdown: &CancellationToken,
@@ -348,12 +358,21 @@ impl Worker {
                                 .clone()
                                 .try_acquire_owned()
                                 .expect("room for every claimed job");
+                            // Held from here: the heartbeat renews it, a shutdown gives it up.
+                            let running = RunningJob::held(job.attempt);
+                            shared
+                                .running
+                                .lock()
+                                .expect("running lock")
+                                .insert(job.id, running.clone());
+                            let slot = executor::queue_for_slot(&slots).await;
                             jobs.spawn(executor::execute(
                                 shared.clone(),
                                 job,
+                                running,
                                 completions.clone(),
                                 held,
-                                slots.clone(),
+                                slot,
                             ));
                         }
                     }

@@ -193,7 +193,7 @@ async fn run_task(shared: &Shared, job: &ClaimedJob, running: &RunningJob) -> Ou
             Ok(Ok(output)) => Outcome::Done(output),
             Ok(Err(err)) => {
                 // A task that noticed its cancellation reports the stop, not a failure.
-                match *running.reason.lock().expect("reason lock") {
+                match running.stopped_for() {
                     Some(reason) => Outcome::Stopped(reason),
                     None => Outcome::Failed(err),
                 }

@@ -16,15 +16,18 @@
 
 mod background;
 mod executor;
+mod held;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use held::{RunningJob, StopReason};
 
 use crate::job::Services;
 use crate::queue::{ProcessRole, Queue};
@@ -97,76 +100,6 @@ pub fn default_worker_id() -> String {
         std::process::id(),
         rand::random::<u16>()
     )
-}
-
-/// Why a running job was told to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopReason {
-    Cancelled,
-    LeaseLost,
-    Shutdown,
-}
-
-/// Where a held job is: waiting for a slot (prefetched), started, or given up before it started.
-const WAITING: u8 = 0;
-const STARTED: u8 = 1;
-const GIVEN_UP: u8 = 2;
-
-/// A job this process holds: claimed, leased to it, waiting for a slot or running.
-struct RunningJob {
-    attempt: i32,
-    cancel: CancellationToken,
-    reason: Mutex<Option<StopReason>>,
-    phase: AtomicU8,
-}
-
-impl RunningJob {
-    /// A job just claimed: waiting for a slot.
-    fn held(attempt: i32) -> Arc<RunningJob> {
-        Arc::new(RunningJob {
-            attempt,
-            cancel: CancellationToken::new(),
-            reason: Mutex::new(None),
-            phase: AtomicU8::new(WAITING),
-        })
-    }
-
-    fn stop(&self, reason: StopReason) {
-        self.reason
-            .lock()
-            .expect("reason lock")
-            .get_or_insert(reason);
-        self.cancel.cancel();
-    }
-
-    /// Why the job was stopped (a stop without a recorded reason is a shutdown).
-    fn stop_reason(&self) -> StopReason {
-        self.reason
-            .lock()
-            .expect("reason lock")
-            .unwrap_or(StopReason::Shutdown)
-    }
-
-    /// Moves a waiting job to started; false if it was given up first (or stopped).
-    fn start(&self) -> bool {
-        !self.cancel.is_cancelled()
-            && self
-                .phase
-                .compare_exchange(WAITING, STARTED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-    }
-
-    /// Stops a job that has not started, for `reason`; false if it already started.
-    fn give_up_waiting(&self, reason: StopReason) -> bool {
-        let given_up = self
-            .phase
-            .compare_exchange(WAITING, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if given_up {
-            self.stop(reason);
-        }
-        given_up
-    }
 }
 
 /// Counters a worker keeps, for logs and the benchmark.

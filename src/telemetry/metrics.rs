@@ -152,7 +152,7 @@ impl Metrics {
             job_timeouts: counter(&r, "minion_job_timeouts_total",
                 "Attempts cancelled for running past their timeout, by kind.", &["kind"]),
             job_pickup_latency: histogram(&r, "minion_job_pickup_latency_seconds",
-                "Time from a job becoming runnable to its claim, by queue.", &["queue"], LATENCY_BUCKETS),
+                "Time from a job becoming runnable to its start (its claim, plus a prefetched job's wait for a slot), by queue.", &["queue"], LATENCY_BUCKETS),
             worker_running_jobs,
             worker_slots,
             reclaimed_rows: counter(&r, "minion_compaction_reclaimed_rows_total",

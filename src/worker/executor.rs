@@ -84,9 +84,9 @@ pub(super) async fn queue_for_slot(slots: &Arc<Semaphore>) -> SlotWait {
     wait
 }
 
-/// Runs one held job (already in `shared.running`): waits for a slot (a prefetched job may wait), runs it unless it was stopped
-/// first, and records how it ended. `held` is the job's place in the worker's room, given back
-/// when the ending is recorded; the slot is taken only while it runs.
+/// Runs one held job (already in `shared.running`): waits for its slot (a prefetched job may
+/// wait), runs it unless it was stopped first, and records how it ended. `held` is the job's place
+/// in the worker's room, given back when the ending is recorded; the slot is held while it runs.
 pub(super) async fn execute(
     shared: Arc<Shared>,
     job: ClaimedJob,

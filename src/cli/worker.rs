@@ -15,6 +15,9 @@ use crate::tasks::Registry;
 use crate::telemetry::Health;
 use crate::worker::{default_worker_id, Worker, WorkerOptions};
 
+/// The most jobs a worker may hold beyond its concurrency (`--prefetch`).
+const MAX_PREFETCH: usize = 10_000;
+
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Jobs run at once by this process.
@@ -70,6 +73,13 @@ impl WorkerArgs {
             "--lease must be at least 300ms"
         );
         anyhow::ensure!(!self.queues.is_empty(), "--queues needs at least one queue");
+        anyhow::ensure!(
+            self.prefetch <= MAX_PREFETCH,
+            "--prefetch {} is more than {MAX_PREFETCH}: each prefetched job is leased and renewed by \
+             this worker; a few times --concurrency is enough (BENCHMARKS.md: 500 per worker \
+             already took over 300 jobs a claim)",
+            self.prefetch
+        );
         Ok(WorkerOptions {
             id: self.id.clone().unwrap_or_else(default_worker_id),
             concurrency: self.concurrency,

@@ -475,6 +475,8 @@ async fn job_cli_rejects_bad_input_and_enqueues_nothing() {
     );
     let err = env.fails(&["job", "show", "999"]);
     assert!(err.contains("job 999 does not exist"), "{err}");
+    let err = env.fails(&["worker", "--prefetch", "20000"]);
+    assert!(err.contains("--prefetch 20000 is more than 10000"), "{err}");
     let err = env.fails(&typed("run sleep", &json!({"seconds": -3})));
     assert!(err.contains("must be a duration of 0 or more"), "{err}");
 }

@@ -85,14 +85,14 @@ pub(super) async fn queue_for_slot(slots: &Arc<Semaphore>) -> SlotWait {
 }
 
 /// Runs one held job (already in `shared.running`): waits for its slot (a prefetched job may
-/// wait), runs it unless it was stopped first, and records how it ended. `held` is the job's place
+/// wait), runs it unless it was stopped first, and records how it ended. `place` is the job's place
 /// in the worker's room, given back when the ending is recorded; the slot is held while it runs.
 pub(super) async fn execute(
     shared: Arc<Shared>,
     job: ClaimedJob,
     running: Arc<RunningJob>,
     completions: mpsc::UnboundedSender<Completion>,
-    held: OwnedSemaphorePermit,
+    place: OwnedSemaphorePermit,
     slot: SlotWait,
 ) {
     let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempt);
@@ -144,7 +144,7 @@ pub(super) async fn execute(
     }
     shared.running.lock().expect("running lock").remove(&job.id);
     drop(slot);
-    drop(held);
+    drop(place);
     shared.slot_freed.notify_one();
 }
 

@@ -287,7 +287,7 @@ impl Worker {
                             shared.stats.claims.fetch_add(1, Ordering::Relaxed);
                         }
                         for job in claimed {
-                            let held = room
+                            let place = room
                                 .clone()
                                 .try_acquire_owned()
                                 .expect("room for every claimed job");
@@ -304,7 +304,7 @@ impl Worker {
                                 job,
                                 running,
                                 completions.clone(),
-                                held,
+                                place,
                                 slot,
                             ));
                         }

@@ -318,6 +318,21 @@ impl Store {
         }
     }
 
+    /// Copies the object `from` to the fresh key `to` without passing its bytes through this
+    /// process: a hard link on a local-directory store, a server-side copy (CopyObject, objects
+    /// up to 5 GB) on S3. Like [`Store::put_file_once`], `to` must be a new key.
+    pub async fn copy_to_new(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        if let Some(root) = &self.local_root {
+            if self.link_into(root, to, &root.join(from)).await? {
+                return Ok(());
+            }
+        }
+        let (source, target) = (Path::from(from), Path::from(to));
+        retry(|| self.inner.copy(&source, &target))
+            .await
+            .map_err(|err| self.map_read_error(from, "copy", err))
+    }
+
     fn map_read_error(
         &self,
         key: &str,

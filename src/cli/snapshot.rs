@@ -205,8 +205,8 @@ pub async fn run(context: &Context, command: SnapshotCommand) -> anyhow::Result<
             );
             for file in &manifest.key_files {
                 println!(
-                    "  key file {} ({} entries, {} bytes)",
-                    file.file.key, file.entries, file.file.size
+                    "  key file {} (layer {}, {} entries, {} bytes)",
+                    file.file.key, file.layer, file.entries, file.file.size
                 );
             }
             Ok(())

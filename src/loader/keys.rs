@@ -16,7 +16,8 @@ use anyhow::Context;
 use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, WriteOptions, DB};
 
 use crate::catalog::SegmentRow;
-use crate::snapshot::keyrun::{MergedRuns, RunEntry};
+use crate::snapshot::keyrun::RunEntry;
+use crate::snapshot::layers::for_each_moved;
 use crate::snapshot::lineage::{EntryFate, LineagePlan};
 use crate::snapshot::manifest::Manifest;
 use crate::snapshot::read::SegmentBitmaps;
@@ -66,7 +67,7 @@ pub(super) async fn map_keys(
         staging,
         sst_format_version,
         kind,
-        &below_watermark,
+        manifest.metadata_watermark,
     )?;
     if let Some(sst) = moved {
         let mut ingest = IngestExternalFileOptions::default();
@@ -100,34 +101,20 @@ fn write_moved(
     staging: &Path,
     sst_format_version: i32,
     kind: ComparisonKind,
-    below_watermark: &dyn Fn(&RunEntry) -> bool,
+    watermark: Option<f64>,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let readers = outputs
-        .iter()
-        .map(StoredRun::open)
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut merged = MergedRuns::new(readers)?;
     let options = sst_options(sst_format_version);
     let path = staging.join("lineage-moved.sst");
     let mut writer: Option<SstFileWriter<'_>> = None;
-    while let Some((index, entry)) = merged.next_entry()? {
-        if below_watermark(&entry) {
-            continue;
-        }
-        let record = KeyRecord {
-            segment_id: outputs[index].segment_id as u64,
-            doc_id: entry.doc_id,
-            comparison: kind.natural_from_sortable(entry.comparison),
-            deleted: entry.deleted,
-        };
+    for_each_moved(outputs, kind, watermark, |key, record| {
         if writer.is_none() {
             let opened = SstFileWriter::create(&options);
             opened.open(&path)?;
             writer = Some(opened);
         }
         let writer = writer.as_mut().expect("opened above");
-        entry.with_key(|key| writer.put(key, record.encode()))?;
-    }
+        Ok(writer.put(key, record.encode())?)
+    })?;
     match writer {
         Some(mut writer) => {
             writer.finish()?;

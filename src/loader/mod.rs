@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use rocksdb::{IngestExternalFileOptions, WriteOptions, DB};
+use rocksdb::{WriteOptions, DB};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, SegmentRow, SegmentState};
@@ -140,17 +140,12 @@ pub async fn bootstrap(
         let ssts = fetch_key_files(store, &manifest, staging.path(), "")
             .await
             .context("a key-metadata file of the snapshot")?;
-        if !ssts.is_empty() {
-            let mut ingest = IngestExternalFileOptions::default();
-            ingest.set_move_files(true);
-            db.ingest_external_file_opts(&ingest, ssts)
-                .with_context(|| {
-                    format!(
-                        "RocksDB refused the key-metadata files of snapshot {}",
-                        manifest.version
-                    )
-                })?;
-        }
+        ssts.ingest_into(&db, true).with_context(|| {
+            format!(
+                "RocksDB refused the key-metadata files of snapshot {}",
+                manifest.version
+            )
+        })?;
         let plan = LineagePlan::new(&manifest, &online, options.use_lineage);
         for refusal in &plan.refused {
             tracing::warn!(

@@ -15,13 +15,15 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::keyrun::{RunFile, RunReader};
+use super::layers::{self, Target};
 use super::manifest::{FileEntry, KeyFile, Manifest, ManifestSegment, FORMAT};
+use super::publish::finish;
 use super::ranges::{resolve_in_ranges, RangePlan};
 use super::record::ComparisonKind;
 use super::resolve::{resolve, Resolution, Source, TtlSettings};
 use super::runs::gather_runs;
 use super::sst::{sst_options, SstFile, SstSplitter};
-use crate::catalog::{Catalog, NewSnapshot, PublishOutcome, SegmentRow, SegmentState};
+use crate::catalog::{Catalog, SegmentRow, SegmentState};
 use crate::error::Permanent;
 use crate::storage::{layout, sha256_hex, Store};
 use crate::table::{PrimaryKeyHash, TableConfig};
@@ -104,15 +106,32 @@ pub struct PrebuildReport {
     pub seconds: f64,
     /// Time spent getting key runs (download, or build from the segment and upload).
     pub runs_seconds: f64,
-    /// Time spent merging runs, resolving winners and writing SST files.
+    /// Time spent merging runs, resolving winners and writing SST files (layered: writing the
+    /// new layer and copying the rest).
     pub resolve_seconds: f64,
+    pub method: BuildMethod,
+    /// Why a partition with a snapshot was built in full rather than layered on it.
+    pub full_because: Option<String>,
+    /// Key-metadata entries in the new layer of a layered build (the keys that moved).
+    pub moved_keys: u64,
+}
+
+/// How a prebuild made the key metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildMethod {
+    /// Every key resolved from the segments' key runs.
+    Full,
+    /// The previous snapshot's files kept, the keys that moved through lineage added as a layer
+    /// (`layers`).
+    Layered,
 }
 
 /// What a prebuild starts from: the table, the newest snapshot and the online segments.
-struct Inputs {
-    table: TableConfig,
-    previous: Option<crate::catalog::SnapshotRow>,
-    segments: Vec<SegmentRow>,
+pub(super) struct Inputs {
+    pub table: TableConfig,
+    pub previous: Option<crate::catalog::SnapshotRow>,
+    pub segments: Vec<SegmentRow>,
 }
 
 pub async fn prebuild(
@@ -145,6 +164,9 @@ pub async fn prebuild(
         seconds: 0.0,
         runs_seconds: 0.0,
         resolve_seconds: 0.0,
+        method: BuildMethod::Full,
+        full_because: None,
+        moved_keys: 0,
     };
     let ids: Vec<i64> = segments.iter().map(|s| s.id).collect();
     if previous.as_ref().is_some_and(|p| p.segment_ids == ids) {
@@ -164,6 +186,40 @@ pub async fn prebuild(
                 options.staging_dir.display()
             )
         })?;
+    let version = expected.unwrap_or(0) + 1;
+    // A fresh directory per build (its name has a random part): every object of this snapshot,
+    // the manifest last, goes under this one prefix, which gc collects as a whole.
+    let prefix = layout::snapshot_prefix(table_name, partition, version);
+    if let Some(previous) = previous {
+        let target = Target {
+            prefix: &prefix,
+            version,
+            job_id,
+            workdir: workdir.path(),
+        };
+        match layers::follow_up(store, table, previous, segments, target, options).await? {
+            Ok(layered) => {
+                report.method = BuildMethod::Layered;
+                report.moved_keys = layered.moved_keys;
+                report.runs_seconds = layered.runs_seconds;
+                report.resolve_seconds = layered.layer_seconds;
+                return finish(
+                    catalog,
+                    store,
+                    report,
+                    &layered.manifest,
+                    &prefix,
+                    inputs,
+                    started,
+                )
+                .await;
+            }
+            Err(reason) => {
+                tracing::info!("building in full, not layered on the previous snapshot: {reason}");
+                report.full_because = Some(reason);
+            }
+        }
+    }
     let phase = Instant::now();
     let (run_paths, reused) = gather_runs(store, table, segments, workdir.path(), options).await?;
     report.runs_reused = reused;
@@ -173,11 +229,6 @@ pub async fn prebuild(
     let (resolution, sst_files) =
         resolve_partition(table, segments, run_paths, workdir.path(), options).await?;
     report.resolve_seconds = phase.elapsed().as_secs_f64();
-
-    let version = expected.unwrap_or(0) + 1;
-    // A fresh directory per build (its name has a random part): every object of this snapshot,
-    // the manifest last, goes under this one prefix, which gc collects as a whole.
-    let prefix = layout::snapshot_prefix(table_name, partition, version);
     let manifest = upload_snapshot(
         store,
         &inputs,
@@ -189,66 +240,7 @@ pub async fn prebuild(
         options,
     )
     .await?;
-    report.outcome = publish(catalog, store, &manifest, &prefix, segments, expected).await?;
-    if report.outcome == PrebuildOutcome::Published {
-        report.version = Some(version);
-        report.key_count = manifest.key_count;
-        report.valid_docs = manifest.valid_docs;
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
-}
-
-/// Uploads the manifest, then publishes the snapshot by compare-and-swap on the partition's
-/// newest version (`expected`), guarded by the checksums of the segments it covers.
-async fn publish(
-    catalog: &Catalog,
-    store: &Store,
-    manifest: &Manifest,
-    prefix: &str,
-    segments: &[SegmentRow],
-    expected: Option<i64>,
-) -> anyhow::Result<PrebuildOutcome> {
-    let manifest_bytes = serde_json::to_vec_pretty(manifest)?;
-    let manifest_key = format!("{prefix}manifest.json");
-    store
-        .put_once(&manifest_key, Bytes::from(manifest_bytes.clone()))
-        .await?;
-    let new = NewSnapshot {
-        table: manifest.table.clone(),
-        partition: manifest.partition,
-        version: manifest.version,
-        manifest_key,
-        manifest_checksum: sha256_hex(&manifest_bytes),
-        segments: segments
-            .iter()
-            .map(|s| (s.id, s.checksum.clone()))
-            .collect(),
-        key_count: manifest.key_count as i64,
-        valid_docs: manifest.valid_docs as i64,
-        queryable_docs: manifest.queryable_docs as i64,
-        largest_comparison: manifest.largest_comparison_f64,
-        job_id: manifest.job_id,
-    };
-    crate::faults::pause_point("prebuild:before_publish").await;
-    Ok(match catalog.publish_snapshot(&new, expected).await? {
-        PublishOutcome::Published => PrebuildOutcome::Published,
-        PublishOutcome::Superseded { current } => {
-            tracing::info!(
-                current = current.unwrap_or_default(),
-                "a newer snapshot was published meanwhile; this one is dropped (its objects are garbage)"
-            );
-            PrebuildOutcome::Superseded
-        }
-        PublishOutcome::SegmentChanged { segment_id } => {
-            // The partition moved on (compaction, merge): a new build starts from the new set.
-            tracing::info!(
-                segment_id,
-                "a covered segment changed while the snapshot was built; not published"
-            );
-            PrebuildOutcome::SegmentChanged
-        }
-    })
+    finish(catalog, store, report, &manifest, &prefix, inputs, started).await
 }
 
 async fn read_inputs(
@@ -368,6 +360,7 @@ async fn upload_snapshot(
                     checksum: sst.checksum,
                 },
                 entries: sst.entries,
+                layer: 0,
             })
         })
         .buffered(UPLOADS_AT_ONCE)
@@ -389,6 +382,7 @@ async fn upload_snapshot(
         key_count: resolution.metadata_keys,
         live_keys: resolution.live_keys,
         forgotten_deleted_keys: resolution.forgotten_keys,
+        expired_tombstones_kept: Some(resolution.expired_tombstones_kept),
         valid_docs: resolution.valid.iter().map(|b| b.len()).sum(),
         queryable_docs: resolution.queryable.iter().map(|b| b.len()).sum(),
         largest_comparison: resolution
@@ -447,7 +441,7 @@ pub(crate) fn resolve_to_files(
     Ok((resolution, files))
 }
 
-async fn upload_bitmap(
+pub(super) async fn upload_bitmap(
     store: &Store,
     key: &str,
     bitmap: &roaring::RoaringBitmap,

@@ -272,6 +272,7 @@ mod tests {
             key_count: 0,
             live_keys: 0,
             forgotten_deleted_keys: 0,
+            expired_tombstones_kept: None,
             valid_docs: 0,
             queryable_docs: 0,
             largest_comparison: None,

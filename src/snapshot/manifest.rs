@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 use super::record::ComparisonKind;
 use crate::table::PrimaryKeyHash;
 
+/// Key metadata in one layer: what every minion reads.
 pub const FORMAT: u32 = 1;
+/// Key metadata in layers (a layered follow-up prebuild, `snapshot::layers`): written only when a
+/// snapshot has more than one layer, so older readers never ingest overlapping files as one.
+pub const LAYERED_FORMAT: u32 = 2;
 
 /// One object of the snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +42,15 @@ pub struct KeyFile {
     #[serde(flatten)]
     pub file: FileEntry,
     pub entries: u64,
+    /// The layer the file belongs to (0 unless the snapshot is layered). Files of one layer do not
+    /// overlap; a layer's entries replace those of lower layers with the same key, so a loader
+    /// ingests the layers in order.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub layer: u32,
+}
+
+fn is_zero(layer: &u32) -> bool {
+    *layer == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +71,11 @@ pub struct Manifest {
     /// Keys with a valid row (key_count plus keys dropped from metadata by metadata_ttl).
     pub live_keys: u64,
     pub forgotten_deleted_keys: u64,
+    /// Deleted keys past `deleted_keys_ttl` kept because older rows of the key remain (absent in
+    /// manifests written before it was counted): a layered follow-up needs 0, since compaction
+    /// dropping those rows makes such a key forgettable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_tombstones_kept: Option<u64>,
     pub valid_docs: u64,
     pub queryable_docs: u64,
     /// Largest comparison value over the covered rows (natural i64 or f64 bits) and as f64.
@@ -73,7 +91,7 @@ pub struct Manifest {
 pub enum ManifestError {
     #[error("manifest {key} is not valid JSON for a snapshot manifest: {message}")]
     Invalid { key: String, message: String },
-    #[error("manifest {key} has format {found}, but this minion reads format {FORMAT}; upgrade minion (or rebuild the snapshot with `minion run prebuild`)")]
+    #[error("manifest {key} has format {found}, but this minion reads formats {FORMAT} and {LAYERED_FORMAT}; upgrade minion (or rebuild the snapshot with `minion run prebuild`)")]
     UnknownFormat { key: String, found: u64 },
 }
 
@@ -96,12 +114,93 @@ impl Manifest {
             .get("format")
             .and_then(|f| f.as_u64())
             .ok_or_else(|| invalid("no `format` field".into()))?;
-        if format != FORMAT as u64 {
+        if format != FORMAT as u64 && format != LAYERED_FORMAT as u64 {
             return Err(ManifestError::UnknownFormat {
                 key: key.to_string(),
                 found: format,
             });
         }
-        serde_json::from_value(value).map_err(|err| invalid(err.to_string()))
+        let manifest: Manifest =
+            serde_json::from_value(value).map_err(|err| invalid(err.to_string()))?;
+        let layers = manifest.key_files.iter().map(|f| f.layer);
+        if !layers.clone().zip(layers.skip(1)).all(|(a, b)| a <= b) {
+            return Err(invalid(
+                "its key files are not listed in layer order".into(),
+            ));
+        }
+        if manifest.format == FORMAT && manifest.key_layers() > 1 {
+            return Err(invalid(format!(
+                "format {FORMAT} has one key layer, but its key files have layers up to {}",
+                manifest.key_layers() - 1
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// How many key-metadata layers the snapshot has (1 unless a layered follow-up made it; 0
+    /// with no key files).
+    pub fn key_layers(&self) -> u32 {
+        self.key_files.last().map_or(0, |f| f.layer + 1)
+    }
+
+    /// The format a manifest with these key files is written in: the older one when it can be.
+    pub fn format_for(key_files: &[KeyFile]) -> u32 {
+        match key_files.iter().any(|f| f.layer > 0) {
+            true => LAYERED_FORMAT,
+            false => FORMAT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_json(format: u32, layers: &[u32]) -> Vec<u8> {
+        let key_files: Vec<_> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                serde_json::json!({"key": format!("k/{i}.sst"), "size": 1, "checksum": "c",
+                    "entries": 1, "layer": layer})
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "format": format, "table": "t", "partition": 0, "version": 3,
+            "created_at": "2026-11-29T00:00:00Z", "job_id": null,
+            "primary_key_hash": "xxh3_128", "comparison_kind": "integer",
+            "sst_format_version": 5, "segments": [], "key_files": key_files,
+            "key_count": 1, "live_keys": 1, "forgotten_deleted_keys": 0, "valid_docs": 1,
+            "queryable_docs": 1, "largest_comparison": null, "largest_comparison_f64": null,
+            "deleted_keys_ttl": null, "metadata_ttl": null, "metadata_watermark": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn layered_manifests_name_their_format_and_list_layers_in_order() {
+        let one = Manifest::parse("m", &manifest_json(FORMAT, &[0, 0])).unwrap();
+        assert_eq!(one.key_layers(), 1);
+        // A single-layer manifest is written exactly as before layers existed.
+        let text = serde_json::to_string(&one).unwrap();
+        assert!(!text.contains("layer"), "{text}");
+        assert_eq!(Manifest::format_for(&one.key_files), FORMAT);
+
+        let layered = Manifest::parse("m", &manifest_json(LAYERED_FORMAT, &[0, 0, 1, 2])).unwrap();
+        assert_eq!(layered.key_layers(), 3);
+        assert_eq!(Manifest::format_for(&layered.key_files), LAYERED_FORMAT);
+
+        let err = Manifest::parse("m", &manifest_json(FORMAT, &[0, 1])).unwrap_err();
+        assert!(
+            err.to_string().contains("format 1 has one key layer"),
+            "{err}"
+        );
+        let err = Manifest::parse("m", &manifest_json(LAYERED_FORMAT, &[1, 0])).unwrap_err();
+        assert!(
+            err.to_string().contains("not listed in layer order"),
+            "{err}"
+        );
+        let err = Manifest::parse("m", &manifest_json(3, &[0])).unwrap_err();
+        assert!(err.to_string().contains("reads formats 1 and 2"), "{err}");
     }
 }

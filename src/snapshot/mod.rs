@@ -6,8 +6,10 @@
 
 pub mod build;
 pub mod keyrun;
+pub mod layers;
 pub mod lineage;
 pub mod manifest;
+mod publish;
 pub mod ranges;
 pub mod read;
 pub mod record;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringBitmap;
+use rocksdb::{IngestExternalFileOptions, DB};
 
 use super::manifest::{FileEntry, Manifest, ManifestError, ManifestSegment};
 use crate::catalog::{SegmentRow, SnapshotRow};
@@ -119,25 +120,55 @@ pub fn parse_bitmap(key: &str, bytes: &[u8], rows: u64) -> Result<RoaringBitmap,
     }
 }
 
-/// Downloads the snapshot's key-metadata (SST) files into `dir`, checked, in key order.
+/// A snapshot's key-metadata (SST) files on local disk, by layer, lowest first.
+#[derive(Debug, Default)]
+pub struct KeyLayers(Vec<Vec<PathBuf>>);
+
+impl KeyLayers {
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Vec::is_empty)
+    }
+
+    /// Ingests the files into `db`, one layer at a time, so a higher layer's entries get newer
+    /// sequence numbers and replace those below with the same key.
+    pub fn ingest_into(self, db: &DB, move_files: bool) -> Result<(), rocksdb::Error> {
+        let mut options = IngestExternalFileOptions::default();
+        options.set_move_files(move_files);
+        for layer in self.0.into_iter().filter(|files| !files.is_empty()) {
+            db.ingest_external_file_opts(&options, layer)?;
+        }
+        Ok(())
+    }
+}
+
+/// Downloads the snapshot's key-metadata (SST) files into `dir`, checked, by layer and in key
+/// order within a layer.
 pub async fn fetch_key_files(
     store: &Store,
     manifest: &Manifest,
     dir: &Path,
     prefix: &str,
-) -> Result<Vec<PathBuf>, SnapshotError> {
-    futures::stream::iter(0..manifest.key_files.len())
+) -> Result<KeyLayers, SnapshotError> {
+    let files: Vec<(u32, PathBuf)> = futures::stream::iter(0..manifest.key_files.len())
         .map(|index| async move {
             let file = &manifest.key_files[index];
             let local = dir.join(format!("{prefix}{index}.sst"));
             store
                 .download_verified(&file.file.key, &local, expected_file(&file.file))
                 .await?;
-            Ok(local)
+            Ok::<_, SnapshotError>((file.layer, local))
         })
         .buffered(DOWNLOADS_AT_ONCE)
         .try_collect()
-        .await
+        .await?;
+    let mut layers = KeyLayers::default();
+    for (layer, path) in files {
+        layers
+            .0
+            .resize_with(layers.0.len().max(layer as usize + 1), Vec::new);
+        layers.0[layer as usize].push(path);
+    }
+    Ok(layers)
 }
 
 /// Downloads a segment to `local`, checked against the catalog's size and checksum. The error

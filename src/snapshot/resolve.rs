@@ -52,6 +52,9 @@ pub struct Resolution {
     pub live_keys: u64,
     /// Deleted keys forgotten by `deleted_keys_ttl`.
     pub forgotten_keys: u64,
+    /// Deleted keys past `deleted_keys_ttl` kept because older rows of the key remain: dropping
+    /// those rows (compaction) makes them forgettable.
+    pub expired_tombstones_kept: u64,
     /// Largest sortable comparison value over all covered rows.
     pub largest_comparison: Option<u64>,
     /// Comparison values below this (as f64) left key metadata (`metadata_ttl`).
@@ -158,9 +161,12 @@ impl<'a> Resolver<'a> {
         let (best, rows_of_key) = (&group.best, group.rows);
         let value = self.kind.to_f64(best.comparison);
         let expired = |cutoff: Option<f64>| cutoff.is_some_and(|cutoff| value < cutoff);
-        if best.deleted && rows_of_key == 1 && expired(self.deleted_cutoff) {
-            self.counts.forgotten_keys += 1;
-            return None;
+        if best.deleted && expired(self.deleted_cutoff) {
+            if rows_of_key == 1 {
+                self.counts.forgotten_keys += 1;
+                return None;
+            }
+            self.counts.expired_tombstones_kept += 1;
         }
         self.valid.insert(best.source, best.doc_id);
         if !best.deleted {
@@ -202,6 +208,7 @@ impl Resolution {
         self.metadata_keys += other.metadata_keys;
         self.live_keys += other.live_keys;
         self.forgotten_keys += other.forgotten_keys;
+        self.expired_tombstones_kept += other.expired_tombstones_kept;
     }
 }
 

@@ -85,10 +85,12 @@ type Version = (i64, i64, u32, bool, usize);
 /// Segments, composite key?, hashed key?, deleted_keys_ttl, metadata_ttl, spill threshold.
 type Case = (Vec<Vec<Row>>, bool, bool, Option<f64>, Option<f64>, usize);
 
+/// validDocIds, queryableDocIds, key metadata, expired tombstones kept beside older rows.
 type Expected = (
     Vec<RoaringBitmap>,
     Vec<RoaringBitmap>,
     BTreeMap<Vec<u8>, KeyRecord>,
+    u64,
 );
 
 /// The naive model of DESIGN.md section 3: group every row by key, take the maximum.
@@ -117,6 +119,7 @@ fn model(
     let mut valid = vec![RoaringBitmap::new(); segments.len()];
     let mut queryable = vec![RoaringBitmap::new(); segments.len()];
     let mut metadata = BTreeMap::new();
+    let mut kept = 0;
     for (key, versions) in by_key {
         let winner = versions.iter().max_by_key(|v| (v.0, v.1, v.2)).unwrap();
         let (comparison, _, doc, deleted, index) = *winner;
@@ -124,8 +127,11 @@ fn model(
             ttl.zip(largest)
                 .is_some_and(|(t, l)| (comparison as f64) < l as f64 - t)
         };
-        if deleted && versions.len() == 1 && old(ttl.deleted_keys_ttl) {
-            continue;
+        if deleted && old(ttl.deleted_keys_ttl) {
+            if versions.len() == 1 {
+                continue;
+            }
+            kept += 1;
         }
         valid[index].insert(doc);
         if !deleted {
@@ -143,7 +149,7 @@ fn model(
             );
         }
     }
-    (valid, queryable, metadata)
+    (valid, queryable, metadata, kept)
 }
 
 fn engine(
@@ -192,7 +198,12 @@ fn engine(
         },
     )
     .unwrap();
-    let sequential = (resolution.valid, resolution.queryable, metadata);
+    let sequential = (
+        resolution.valid,
+        resolution.queryable,
+        metadata,
+        resolution.expired_tombstones_kept,
+    );
     if table.primary_key_hash == PrimaryKeyHash::Xxh3_128 {
         // The parallel path must agree exactly, however the key space is cut.
         let runs: Vec<RunFile> = run_paths
@@ -210,7 +221,12 @@ fn engine(
             assert!(keys.windows(2).all(|w| w[0] < w[1]), "ranges in key order");
             let metadata: BTreeMap<Vec<u8>, KeyRecord> = parts.into_iter().flatten().collect();
             assert_eq!(resolution.metadata_keys, metadata.len() as u64);
-            let parallel = (resolution.valid, resolution.queryable, metadata);
+            let parallel = (
+                resolution.valid,
+                resolution.queryable,
+                metadata,
+                resolution.expired_tombstones_kept,
+            );
             assert_eq!(parallel, sequential, "{ranges} key ranges");
         }
     }
@@ -272,6 +288,7 @@ proptest! {
         prop_assert_eq!(&actual.0, &expected.0, "validDocIds");
         prop_assert_eq!(&actual.1, &expected.1, "queryableDocIds");
         prop_assert_eq!(&actual.2, &expected.2, "key metadata");
+        prop_assert_eq!(actual.3, expected.3, "expired tombstones kept");
     }
 }
 
@@ -336,7 +353,8 @@ fn a_tombstone_is_not_forgotten_while_an_older_version_survives() {
         comparison: 100,
         deleted: false,
     }];
-    let (valid, queryable, metadata) = engine(&table, &[old, new], &[1, 2], ttl, 2);
+    let (valid, queryable, metadata, kept) = engine(&table, &[old, new], &[1, 2], ttl, 2);
+    assert_eq!(kept, 1, "key 1's tombstone, kept beside its insert");
     assert!(
         valid[0].contains(1),
         "key 1's tombstone stays: its insert still exists"

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::build::{resolve_to_files, PrebuildOptions};
 use super::keyrun::build_run;
 use super::manifest::Manifest;
-use super::read::{fetch_key_files, load_bitmap, load_manifest, SnapshotError};
+use super::read::{fetch_key_files, load_bitmap, load_manifest, KeyLayers, SnapshotError};
 use super::record::ComparisonKind;
 use super::resolve::{Resolution, Source, TtlSettings};
 use super::sst::{sst_options, SstFile};
@@ -249,20 +249,20 @@ type KeyValue = (Box<[u8]>, Box<[u8]>);
 fn compare_key_files(
     work: &Path,
     format_version: i32,
-    snapshot: Vec<std::path::PathBuf>,
+    snapshot: KeyLayers,
     recomputed: Vec<std::path::PathBuf>,
 ) -> anyhow::Result<(u64, Vec<String>)> {
-    let open = |name: &str, files: Vec<std::path::PathBuf>| -> anyhow::Result<rocksdb::DB> {
+    let open = |name: &str| -> anyhow::Result<rocksdb::DB> {
         let mut options = sst_options(format_version);
         options.create_if_missing(true);
-        let db = rocksdb::DB::open(&options, work.join(name))?;
-        if !files.is_empty() {
-            db.ingest_external_file(files)?;
-        }
-        Ok(db)
+        Ok(rocksdb::DB::open(&options, work.join(name))?)
     };
-    let stored = open("db-snapshot", snapshot)?;
-    let fresh = open("db-recomputed", recomputed)?;
+    let stored = open("db-snapshot")?;
+    snapshot.ingest_into(&stored, false)?;
+    let fresh = open("db-recomputed")?;
+    if !recomputed.is_empty() {
+        fresh.ingest_external_file(recomputed)?;
+    }
     let mut left = stored.iterator(rocksdb::IteratorMode::Start);
     let mut right = fresh.iterator(rocksdb::IteratorMode::Start);
     let mut checked = 0u64;

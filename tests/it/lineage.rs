@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use upsert_minion::snapshot::keyrun::build_run;
 use upsert_minion::storage::layout;
 
-use crate::common::TestEnv;
+use crate::common::{python, StoreKind, TestEnv};
 
 fn ids(segments: &[Value]) -> Vec<i64> {
     segments.iter().map(|s| s["id"].as_i64().unwrap()).collect()
@@ -138,6 +138,14 @@ fn the_snapshot_is_mapped_through_compaction_and_merge_and_the_follow_up_reads_n
     let prebuilt = env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     hide_parquet(&env, &replaced, false);
     assert_eq!(prebuilt["outcome"], "published", "{prebuilt}");
+    assert_eq!(prebuilt["method"], "full", "{prebuilt}");
+    assert!(
+        prebuilt["full_because"]
+            .as_str()
+            .unwrap()
+            .contains("is new since snapshot 1"),
+        "{prebuilt}"
+    );
     assert_eq!(prebuilt["runs_built"], new_segments, "{prebuilt}");
     assert_eq!(prebuilt["runs_reused"], replaced.len(), "{prebuilt}");
     let verified = env.ok(&["verify", "--table", "orders"]);
@@ -182,15 +190,23 @@ fn the_follow_up_prebuild_reads_runs_only_and_a_missing_run_is_scanned_around() 
     assert_eq!(report.mapped_segments, 3, "{report:?}");
     std::fs::rename(run.with_extension("hidden"), &run).unwrap();
 
-    // The follow-up prebuild: every segment's Parquet out of reach, every run reused.
+    // The follow-up prebuild, every segment's Parquet out of reach: layered on snapshot 1, it
+    // reads the outputs' runs only, and writes exactly their rows as the moved keys.
     hide_parquet(&env, &online, true);
     let prebuilt = env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     hide_parquet(&env, &online, false);
     assert_eq!(prebuilt["outcome"], "published", "{prebuilt}");
+    assert_eq!(prebuilt["method"], "layered", "{prebuilt}");
     assert_eq!(
         (&prebuilt["runs_built"], &prebuilt["runs_reused"]),
-        (&json!(0), &json!(online.len()))
+        (&json!(0), &json!(0))
     );
+    let output_rows: u64 = online
+        .iter()
+        .filter(|s| s["lineage"].is_object())
+        .map(|s| s["row_count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(prebuilt["moved_keys"], output_rows, "{prebuilt}");
     let verified = env.ok(&["verify", "--table", "orders"]);
     assert!(
         verified.contains("partition 0: snapshot 2 matches"),
@@ -305,4 +321,136 @@ fn a_forged_lineage_is_refused_for_that_segment_and_the_load_stays_exact() {
             .contains("records no lineage"),
         "{report:?}"
     );
+}
+
+/// The newest snapshot's manifest, as `snapshot show --json` prints it.
+fn manifest(env: &TestEnv) -> Value {
+    env.json(&[
+        "snapshot",
+        "show",
+        "--table",
+        "orders",
+        "--partition",
+        "0",
+        "--json",
+    ])
+}
+
+fn checksums(manifest: &Value, layer: u64) -> Vec<Value> {
+    manifest["key_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["layer"].as_u64().unwrap_or(0) == layer)
+        .map(|f| f["checksum"].clone())
+        .collect()
+}
+
+/// After each compaction the follow-up prebuild keeps the previous snapshot's SST files as they
+/// are and adds the keys that moved as a layer above them, until the layer cap; a new segment
+/// sends it back to a full build. Every snapshot equals verify's rebuild and loads exactly, also
+/// once gc has collected the snapshots its files were copied from.
+#[test]
+fn a_layered_follow_up_adds_the_moved_keys_over_the_previous_files_up_to_the_cap() {
+    let env = TestEnv::orders(24000, 8000, 29, 1000);
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    let segments = env.online("orders", 0);
+    assert!(segments.len() >= 5, "{segments:?}");
+    let mut previous = manifest(&env);
+    assert_eq!(previous["format"], 1, "{previous}");
+    for (step, segment) in segments[..4].iter().enumerate() {
+        let compacted = compact(&env, segment);
+        assert_eq!(compacted["outcome"], "compacted", "{compacted}");
+        let output = env
+            .online("orders", 0)
+            .into_iter()
+            .find(|s| s["id"] == compacted["new_segment_id"])
+            .unwrap();
+        let prebuilt = env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+        assert_eq!(prebuilt["outcome"], "published", "{prebuilt}");
+        let version = step as u64 + 2;
+        assert_eq!(prebuilt["version"], version, "{prebuilt}");
+        let now = manifest(&env);
+        if step < 3 {
+            // Layers 0..=step are the previous snapshot's files, copied unchanged; the new top
+            // layer holds the output's rows, each a key that moved.
+            assert_eq!(prebuilt["method"], "layered", "{prebuilt}");
+            assert_eq!(prebuilt["full_because"], Value::Null, "{prebuilt}");
+            assert_eq!(prebuilt["moved_keys"], output["row_count"], "{prebuilt}");
+            assert_eq!(now["format"], 2, "{now}");
+            for layer in 0..=step as u64 {
+                assert_eq!(
+                    checksums(&now, layer),
+                    checksums(&previous, layer),
+                    "layer {layer}"
+                );
+            }
+            let top: u64 = now["key_files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["layer"] == step as u64 + 1)
+                .map(|f| f["entries"].as_u64().unwrap())
+                .sum();
+            assert_eq!(top, output["row_count"].as_u64().unwrap(), "{now}");
+            assert_eq!(now["key_count"], previous["key_count"]);
+            assert_eq!(now["valid_docs"], previous["valid_docs"]);
+        } else {
+            // Snapshot 4 has the most layers a snapshot may have: this one is built in full.
+            assert_eq!(prebuilt["method"], "full", "{prebuilt}");
+            let because = prebuilt["full_because"].as_str().unwrap();
+            assert!(because.contains("has 4 key layers"), "{because}");
+            assert_eq!(now["format"], 1, "{now}");
+            assert!(checksums(&now, 1).is_empty(), "{now}");
+        }
+        // Read by sst_dump and pyroaring: the distinct keys of all layers are the manifest's.
+        let path = env.path(&format!("manifest-{version}.json"));
+        std::fs::write(&path, now.to_string()).unwrap();
+        let checked = python(
+            "check_snapshot_files.py",
+            &[&env.store_url, path.to_str().unwrap()],
+        );
+        assert!(checked.starts_with("ok"), "{checked}");
+        let verified = env.ok(&["verify", "--table", "orders"]);
+        assert!(
+            verified.contains(&format!("partition 0: snapshot {version} matches")),
+            "{verified}"
+        );
+        if step == 1 {
+            // The files of snapshots 1 and 2 were copied: collecting those snapshots leaves
+            // snapshot 3 whole.
+            env.run_task("gc", &json!({"table": "orders", "grace_seconds": 0}));
+            env.assert_only_referenced_objects("orders");
+        }
+        let report = env.assert_bootstrap_exact("orders", 0, &format!("layered-{step}"));
+        assert_eq!(report.snapshot_version, Some(version as i64));
+        assert_eq!(report.replaced_segments + report.uncovered_segments, 0);
+        previous = now;
+    }
+}
+
+/// On S3 the previous snapshot's files are copied by the store (CopyObject), not downloaded.
+#[test]
+fn a_layered_follow_up_on_s3_copies_the_files_in_the_store() {
+    let env = TestEnv::new(StoreKind::S3);
+    env.ok(&["migrate"]);
+    env.create_example_table("orders.toml");
+    env.ingest_generated(12000, 4000, 31, 1000);
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    let segments = env.online("orders", 0);
+    assert_eq!(compact(&env, &segments[0])["outcome"], "compacted");
+    let prebuilt = env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    assert_eq!(
+        (&prebuilt["outcome"], &prebuilt["method"]),
+        (&json!("published"), &json!("layered")),
+        "{prebuilt}"
+    );
+    env.run_task("gc", &json!({"table": "orders", "grace_seconds": 0}));
+    let verified = env.ok(&["verify", "--table", "orders"]);
+    assert!(
+        verified.contains("partition 0: snapshot 2 matches"),
+        "{verified}"
+    );
+    let report = env.assert_bootstrap_exact("orders", 0, "s3");
+    assert_eq!(report.snapshot_version, Some(2));
 }

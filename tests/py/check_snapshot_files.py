@@ -1,5 +1,6 @@
 """Reads a snapshot's files with programs nobody here wrote: every bitmap with pyroaring (CRoaring)
 and every SST with RocksDB's own sst_dump. Exits non-zero on any disagreement with the manifest.
+A layered snapshot's files overlap: the keys of all layers together must be the manifest's keys.
 
 usage: check_snapshot_files.py STORE_DIR MANIFEST_JSON_PATH
 """
@@ -26,6 +27,7 @@ for segment in manifest["segments"]:
             sys.exit(f"{segment[name]['key']}: docId {bitmap.max()} beyond {segment['rows']} rows")
         bitmaps += 1
 entries = 0
+keys = set()
 for key_file in manifest["key_files"]:
     work = tempfile.mkdtemp()
     local = os.path.join(work, "f.sst")
@@ -43,6 +45,9 @@ for key_file in manifest["key_files"]:
         value = line.split("=>")[1].strip()
         if not re.fullmatch(r"(0x)?[0-9A-Fa-f]{42}", value):
             sys.exit(f"{key_file['key']}: value {value} is not a 21-byte record")
+        keys.add(line.split("=>")[0].strip())
     entries += len(lines)
     shutil.rmtree(work)
-print(f"ok bitmaps={bitmaps} sst_entries={entries}")
+if len(keys) != manifest["key_count"]:
+    sys.exit(f"the key files hold {len(keys)} distinct keys, manifest says {manifest['key_count']}")
+print(f"ok bitmaps={bitmaps} sst_entries={entries} keys={len(keys)}")

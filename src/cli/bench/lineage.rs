@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use super::prebuild::prebuild_child;
@@ -12,6 +13,7 @@ use crate::catalog::SegmentState;
 use crate::cli::Context;
 use crate::compaction::{compact, merge};
 use crate::loader::{bootstrap, BootstrapOptions, BootstrapReport};
+use crate::snapshot::read::load_manifest;
 
 pub(super) struct Scenario {
     pub compact_fraction: f64,
@@ -97,6 +99,31 @@ pub(super) async fn after_compaction(
 
     // The follow-up prebuild, in a child process like the from-scratch one.
     let (follow_up_seconds, follow_up_rss_kib) = prebuild_child(context, table).await?;
+    let newest = catalog
+        .latest_snapshot(table, 0)
+        .await?
+        .context("the follow-up prebuild published no snapshot")?;
+    let manifest = load_manifest(&store, &newest).await?;
+    let moved_keys: u64 = manifest
+        .key_files
+        .iter()
+        .filter(|f| f.layer + 1 == manifest.key_layers())
+        .map(|f| f.entries)
+        .sum();
+    // And a restart after it, from the layered snapshot.
+    let layered = load(true, "layered").await?;
+    anyhow::ensure!(
+        layered.keys == mapped.keys && layered.valid_docs == mapped.valid_docs,
+        "the layered snapshot loads {} keys and {} valid docs, the mapped load {} and {}",
+        layered.keys,
+        layered.valid_docs,
+        mapped.keys,
+        mapped.valid_docs
+    );
+    println!(
+        "follow-up prebuild: {} key layers, {moved_keys} entries in the top one, in {follow_up_seconds:.2}s",
+        manifest.key_layers()
+    );
     Ok(json!({
         "compacted_segments": to_compact,
         "merged_segments": merged.len(),
@@ -109,5 +136,8 @@ pub(super) async fn after_compaction(
         "follow_up_prebuild_peak_rss_mib": follow_up_rss_kib as f64 / 1024.0,
         "from_scratch_prebuild_seconds": scenario.from_scratch_prebuild_seconds,
         "follow_up_prebuild_speedup": scenario.from_scratch_prebuild_seconds / follow_up_seconds,
+        "follow_up_key_layers": manifest.key_layers(),
+        "follow_up_top_layer_entries": moved_keys,
+        "bootstrap_layered_seconds": layered.seconds,
     }))
 }

@@ -145,10 +145,15 @@ impl LineagePlan {
             let out = bitmaps.entry(moved.output).or_default();
             out.valid
                 .insert_range(moved.offset as u32..(moved.offset + old.valid.len()) as u32);
-            for doc in &old.queryable {
-                out.queryable
-                    .insert((moved.offset + old.valid.rank(doc) - 1) as u32);
-            }
+            // One walk of both in docId order (queryable is a subset of valid): a rank query per
+            // queryable doc costs a scan of its container each, quadratic in a dense one.
+            let mut queryable = old.queryable.iter().peekable();
+            let moved_queryable = old.valid.iter().enumerate().filter_map(|(rank, doc)| {
+                let hit = queryable.next_if_eq(&doc).is_some();
+                hit.then_some((moved.offset + rank as u64) as u32)
+            });
+            out.queryable.extend(moved_queryable);
+            debug_assert!(queryable.next().is_none(), "queryable is within valid");
         }
         for gone in &self.dropped {
             bitmaps.remove(gone);

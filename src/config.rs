@@ -40,6 +40,9 @@ pub struct PrebuildFileConfig {
     pub entries_per_key_range: Option<u64>,
     /// Threads resolving key ranges at once (default: the machine's cores).
     pub resolve_threads: Option<usize>,
+    /// Most key-metadata layers a snapshot may have (default 4). 1 never layers: every manifest
+    /// stays format 1, for servers whose loader predates layers.
+    pub max_key_layers: Option<std::num::NonZeroU32>,
 }
 
 impl PrebuildFileConfig {
@@ -58,6 +61,9 @@ impl PrebuildFileConfig {
                 .entries_per_key_range
                 .unwrap_or(defaults.entries_per_key_range),
             resolve_threads: self.resolve_threads.unwrap_or(defaults.resolve_threads),
+            max_key_layers: self
+                .max_key_layers
+                .map_or(defaults.max_key_layers, |n| n.get()),
         }
     }
 }
@@ -218,5 +224,22 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("stor"), "{err:#}");
+    }
+
+    #[test]
+    fn key_layers_are_at_least_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Settings::resolve(&GlobalArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            })
+        };
+        let settings = resolve("[prebuild]\nmax_key_layers = 1\n").unwrap();
+        assert_eq!(settings.prebuild.max_key_layers, 1);
+        let err = resolve("[prebuild]\nmax_key_layers = 0\n").unwrap_err();
+        assert!(format!("{err:#}").contains("max_key_layers"), "{err:#}");
     }
 }

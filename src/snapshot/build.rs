@@ -47,6 +47,8 @@ pub struct PrebuildOptions {
     pub entries_per_key_range: u64,
     /// Threads resolving key ranges at once, and key runs built at once.
     pub resolve_threads: usize,
+    /// Most key-metadata layers a snapshot may have (`layers`); 1 never layers.
+    pub max_key_layers: u32,
 }
 
 impl Default for PrebuildOptions {
@@ -59,6 +61,7 @@ impl Default for PrebuildOptions {
             max_key_ranges: 8,
             entries_per_key_range: 1_000_000,
             resolve_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_key_layers: layers::MAX_KEY_LAYERS,
         }
     }
 }

@@ -23,10 +23,11 @@
 //! - the table has `deleted_keys_ttl` and the snapshot keeps tombstones past it beside older rows
 //!   of their keys (`expired_tombstones_kept`): such a tombstone is forgotten once it is its key's
 //!   only row, and compaction dropping those rows can make that true for keys that did not move.
-//!   With none kept, no key's fate changes: winners, row counts of winners alone and the cutoff
-//!   (the largest comparison) stay as they were;
-//! - one more layer would pass [`MAX_KEY_LAYERS`], or the files would hold more than twice the
-//!   keys (entries shadowed by higher layers): the full build compacts them away;
+//!   With none kept, no key's fate changes: winners, lone tombstones (already forgotten) and the
+//!   cutoff (from the largest comparison) stay as they were;
+//! - one more layer would pass `max_key_layers` ([`MAX_KEY_LAYERS`] by default), or the files
+//!   would hold more than twice the keys (entries shadowed by higher layers): the full build
+//!   compacts them away;
 //! - an output has no key run in the store.
 
 use std::collections::HashMap;
@@ -46,7 +47,8 @@ use crate::catalog::{SegmentRow, SnapshotRow};
 use crate::storage::Store;
 use crate::table::TableConfig;
 
-/// Most key-metadata layers a snapshot may have; the next follow-up builds in full.
+/// Most key-metadata layers a snapshot may have by default (`[prebuild] max_key_layers`); the
+/// follow-up of a snapshot with that many builds in full.
 pub const MAX_KEY_LAYERS: u32 = 4;
 
 /// Objects copied or uploaded at once.
@@ -188,10 +190,11 @@ fn applies(
             manifest.sst_format_version, options.sst_format_version
         ));
     }
-    if manifest.key_layers() >= MAX_KEY_LAYERS {
+    if manifest.key_layers() >= options.max_key_layers {
         return Err(format!(
-            "snapshot {version} has {} key layers, the most a snapshot may have",
-            manifest.key_layers()
+            "snapshot {version} has {} key layers, the most allowed ([prebuild] max_key_layers = {})",
+            manifest.key_layers(),
+            options.max_key_layers
         ));
     }
     let plan = LineagePlan::new(manifest, segments, true);

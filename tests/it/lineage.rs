@@ -427,6 +427,14 @@ fn a_layered_follow_up_adds_the_moved_keys_over_the_previous_files_up_to_the_cap
         assert_eq!(report.replaced_segments + report.uncovered_segments, 0);
         previous = now;
     }
+    // With `max_key_layers = 1` (servers whose loader predates layers) nothing is layered.
+    std::fs::write(env.path("minion.toml"), "[prebuild]\nmax_key_layers = 1\n").unwrap();
+    assert_eq!(compact(&env, &segments[4])["outcome"], "compacted");
+    let prebuilt = env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    assert_eq!(prebuilt["method"], "full", "{prebuilt}");
+    let because = prebuilt["full_because"].as_str().unwrap();
+    assert!(because.contains("max_key_layers = 1"), "{because}");
+    assert_eq!(manifest(&env)["format"], 1);
 }
 
 /// On S3 the previous snapshot's files are copied by the store (CopyObject), not downloaded.
@@ -453,4 +461,38 @@ fn a_layered_follow_up_on_s3_copies_the_files_in_the_store() {
     );
     let report = env.assert_bootstrap_exact("orders", 0, "s3");
     assert_eq!(report.snapshot_version, Some(2));
+}
+
+/// With `deleted_keys_ttl`, a snapshot that keeps tombstones past the TTL beside older rows of
+/// their keys is followed by a full build: compaction dropping those rows may have made them
+/// forgettable, which only resolving every key finds.
+#[test]
+fn expired_tombstones_kept_beside_older_rows_send_the_follow_up_to_a_full_build() {
+    let env = TestEnv::orders(24000, 8000, 37, 1000);
+    // Three days on: every earlier tombstone is past the table's one-day deleted_keys_ttl.
+    env.ingest_generated_from(
+        2000,
+        8000,
+        38,
+        1000,
+        Some(1_700_000_000_000 + 3 * 86_400_000),
+    );
+    env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    let first = manifest(&env);
+    let kept = first["expired_tombstones_kept"].as_u64().unwrap();
+    assert!(kept > 0, "{first}");
+    let segments = env.online("orders", 0);
+    assert_eq!(compact(&env, &segments[0])["outcome"], "compacted");
+    let prebuilt = env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
+    assert_eq!(prebuilt["method"], "full", "{prebuilt}");
+    let because = prebuilt["full_because"].as_str().unwrap();
+    assert!(
+        because.contains(&format!("keeps {kept} tombstones past deleted_keys_ttl")),
+        "{because}"
+    );
+    let verified = env.ok(&["verify", "--table", "orders"]);
+    assert!(
+        verified.contains("partition 0: snapshot 2 matches"),
+        "{verified}"
+    );
 }

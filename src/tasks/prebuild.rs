@@ -49,7 +49,8 @@ impl TypedTask for Prebuild {
         };
         tracing::info!(
             table = %report.table, partition = report.partition, outcome = %report.outcome,
-            version = report.version, keys = report.key_count, seconds = report.seconds, "prebuild finished"
+            version = report.version, keys = report.key_count, method = ?report.method,
+            moved_keys = report.moved_keys, seconds = report.seconds, "prebuild finished"
         );
         Ok(report)
     }

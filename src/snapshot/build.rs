@@ -352,23 +352,7 @@ async fn upload_snapshot(
         .buffered(UPLOADS_AT_ONCE)
         .try_collect()
         .await?;
-    let key_files: Vec<KeyFile> = futures::stream::iter(sst_files.into_iter().enumerate())
-        .map(|(index, sst)| async move {
-            let key = format!("{prefix}keys/{index}.sst");
-            store.put_file_once(&key, &sst.path).await?;
-            anyhow::Ok(KeyFile {
-                file: FileEntry {
-                    key,
-                    size: sst.size,
-                    checksum: sst.checksum,
-                },
-                entries: sst.entries,
-                layer: 0,
-            })
-        })
-        .buffered(UPLOADS_AT_ONCE)
-        .try_collect()
-        .await?;
+    let key_files = upload_key_files(store, prefix, sst_files, (0, 0)).await?;
     let kind = ComparisonKind::of_table(table);
     Ok(Manifest {
         format: FORMAT,
@@ -442,6 +426,32 @@ pub(crate) fn resolve_to_files(
     })?;
     let files = splitter.finish()?;
     Ok((resolution, files))
+}
+
+/// Uploads `files` as `{prefix}keys/{first + n}.sst`, in `layer`; returns their manifest entries.
+pub(super) async fn upload_key_files(
+    store: &Store,
+    prefix: &str,
+    files: Vec<SstFile>,
+    (first, layer): (usize, u32),
+) -> anyhow::Result<Vec<KeyFile>> {
+    futures::stream::iter(files.into_iter().enumerate())
+        .map(|(index, sst)| async move {
+            let key = format!("{prefix}keys/{}.sst", first + index);
+            store.put_file_once(&key, &sst.path).await?;
+            anyhow::Ok(KeyFile {
+                file: FileEntry {
+                    key,
+                    size: sst.size,
+                    checksum: sst.checksum,
+                },
+                entries: sst.entries,
+                layer,
+            })
+        })
+        .buffered(UPLOADS_AT_ONCE)
+        .try_collect()
+        .await
 }
 
 pub(super) async fn upload_bitmap(

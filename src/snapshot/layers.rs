@@ -35,7 +35,7 @@ use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::build::{upload_bitmap, PrebuildOptions};
+use super::build::{upload_bitmap, upload_key_files, PrebuildOptions};
 use super::keyrun::{MergedRuns, RunEntry};
 use super::lineage::LineagePlan;
 use super::manifest::{FileEntry, KeyFile, Manifest, ManifestSegment};
@@ -289,23 +289,10 @@ async fn key_files(
             })
         })
         .buffered(AT_ONCE);
+    let mut files: Vec<KeyFile> = kept.try_collect().await?;
     let first = manifest.key_files.len();
-    let added = futures::stream::iter(layer.into_iter().enumerate())
-        .map(|(index, sst)| async move {
-            let key = format!("{prefix}keys/{}.sst", first + index);
-            store.put_file_once(&key, &sst.path).await?;
-            anyhow::Ok(KeyFile {
-                file: FileEntry {
-                    key,
-                    size: sst.size,
-                    checksum: sst.checksum,
-                },
-                entries: sst.entries,
-                layer: top,
-            })
-        })
-        .buffered(AT_ONCE);
-    kept.chain(added).try_collect().await
+    files.extend(upload_key_files(store, prefix, layer, (first, top)).await?);
+    Ok(files)
 }
 
 /// The manifest entries of `segments`: a covered segment's bitmaps copied under `prefix`, an

@@ -410,6 +410,21 @@ impl TestEnv {
         serde_json::from_str(&self.ok(args)).unwrap()
     }
 
+    /// The newest snapshot manifest of `orders` partition `partition`, as `snapshot show --json`
+    /// prints it.
+    pub fn orders_manifest(&self, partition: u32) -> serde_json::Value {
+        let partition = partition.to_string();
+        self.json(&[
+            "snapshot",
+            "show",
+            "--table",
+            "orders",
+            "--partition",
+            &partition,
+            "--json",
+        ])
+    }
+
     /// Every valid row of `orders` partition 0 from `minion scan --valid-only`, as sorted JSON
     /// lines (written to `name` in the work directory).
     pub fn valid_rows(&self, name: &str) -> Vec<String> {

@@ -323,19 +323,6 @@ fn a_forged_lineage_is_refused_for_that_segment_and_the_load_stays_exact() {
     );
 }
 
-/// The newest snapshot's manifest, as `snapshot show --json` prints it.
-fn manifest(env: &TestEnv) -> Value {
-    env.json(&[
-        "snapshot",
-        "show",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--json",
-    ])
-}
-
 fn checksums(manifest: &Value, layer: u64) -> Vec<Value> {
     manifest["key_files"]
         .as_array()
@@ -356,7 +343,7 @@ fn a_layered_follow_up_adds_the_moved_keys_over_the_previous_files_up_to_the_cap
     env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
     let segments = env.online("orders", 0);
     assert!(segments.len() >= 5, "{segments:?}");
-    let mut previous = manifest(&env);
+    let mut previous = env.orders_manifest(0);
     assert_eq!(previous["format"], 1, "{previous}");
     for (step, segment) in segments[..4].iter().enumerate() {
         let compacted = compact(&env, segment);
@@ -370,7 +357,7 @@ fn a_layered_follow_up_adds_the_moved_keys_over_the_previous_files_up_to_the_cap
         assert_eq!(prebuilt["outcome"], "published", "{prebuilt}");
         let version = step as u64 + 2;
         assert_eq!(prebuilt["version"], version, "{prebuilt}");
-        let now = manifest(&env);
+        let now = env.orders_manifest(0);
         if step < 3 {
             // Layers 0..=step are the previous snapshot's files, copied unchanged; the new top
             // layer holds the output's rows, each a key that moved.
@@ -434,7 +421,7 @@ fn a_layered_follow_up_adds_the_moved_keys_over_the_previous_files_up_to_the_cap
     assert_eq!(prebuilt["method"], "full", "{prebuilt}");
     let because = prebuilt["full_because"].as_str().unwrap();
     assert!(because.contains("max_key_layers = 1"), "{because}");
-    assert_eq!(manifest(&env)["format"], 1);
+    assert_eq!(env.orders_manifest(0)["format"], 1);
 }
 
 /// On S3 the previous snapshot's files are copied by the store (CopyObject), not downloaded.
@@ -478,7 +465,7 @@ fn expired_tombstones_kept_beside_older_rows_send_the_follow_up_to_a_full_build(
         Some(1_700_000_000_000 + 3 * 86_400_000),
     );
     env.run_task("prebuild", &json!({"table": "orders", "partition": 0}));
-    let first = manifest(&env);
+    let first = env.orders_manifest(0);
     let kept = first["expired_tombstones_kept"].as_u64().unwrap();
     assert!(kept > 0, "{first}");
     let segments = env.online("orders", 0);

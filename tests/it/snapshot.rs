@@ -33,19 +33,6 @@ fn prebuild(env: &TestEnv, partition: u32) -> Value {
     ))
 }
 
-fn manifest(env: &TestEnv, partition: u32) -> Value {
-    serde_json::from_str(&env.ok(&[
-        "snapshot",
-        "show",
-        "--table",
-        "orders",
-        "--partition",
-        &partition.to_string(),
-        "--json",
-    ]))
-    .unwrap()
-}
-
 fn setup(kind: StoreKind) -> TestEnv {
     let env = TestEnv::new(kind);
     env.ok(&["migrate"]);
@@ -139,7 +126,7 @@ async fn prebuild_matches_duckdb_and_foreign_readers() {
         assert_eq!(report["version"], 1);
     }
     for partition in 0..4 {
-        let manifest_value = manifest(&env, partition);
+        let manifest_value = env.orders_manifest(partition);
         assert_eq!(
             manifest_value["key_files"].as_array().unwrap().len(),
             4,

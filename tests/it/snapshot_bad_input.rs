@@ -33,19 +33,6 @@ fn prebuild(env: &TestEnv) -> Value {
     .unwrap()
 }
 
-fn manifest(env: &TestEnv) -> Value {
-    serde_json::from_str(&env.ok(&[
-        "snapshot",
-        "show",
-        "--table",
-        "orders",
-        "--partition",
-        "0",
-        "--json",
-    ]))
-    .unwrap()
-}
-
 fn object(env: &TestEnv, key: &str) -> PathBuf {
     PathBuf::from(&env.store_url).join(key)
 }
@@ -66,7 +53,7 @@ async fn psql(env: &TestEnv, statement: &str) {
 async fn damaged_snapshot_files_are_refused() {
     let env = setup();
     prebuild(&env);
-    let manifest = manifest(&env);
+    let manifest = env.orders_manifest(0);
 
     // A truncated bitmap.
     let bitmap = object(

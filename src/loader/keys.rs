@@ -17,7 +17,7 @@ use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, WriteOptions
 
 use crate::catalog::SegmentRow;
 use crate::snapshot::keyrun::RunEntry;
-use crate::snapshot::layers::for_each_moved;
+use crate::snapshot::layers::{below_watermark, for_each_moved};
 use crate::snapshot::lineage::{EntryFate, LineagePlan};
 use crate::snapshot::manifest::Manifest;
 use crate::snapshot::read::SegmentBitmaps;
@@ -49,19 +49,16 @@ pub(super) async fn map_keys(
         .filter(|s| plan.dropped.contains(&s.id))
         .map(|s| (s.id, s.name.clone(), s.checksum.clone()));
     let table = (manifest.table.as_str(), manifest.partition);
-    let (Some(outputs), Some(dropped)) = (
-        fetch_runs(store, table, outputs, staging).await?,
-        fetch_runs(store, table, dropped, staging).await?,
+    let (Ok(outputs), Ok(dropped)) = (
+        StoredRun::fetch_all(store, table, outputs, staging).await?,
+        StoredRun::fetch_all(store, table, dropped, staging).await?,
     ) else {
         tracing::info!("a replaced or replacing segment has no key run; rewriting the key metadata by scanning it");
         return scan_and_map(db, plan, bitmaps);
     };
     let kind = manifest.comparison_kind;
-    let below_watermark = |entry: &RunEntry| {
-        manifest
-            .metadata_watermark
-            .is_some_and(|watermark| kind.to_f64(entry.comparison) < watermark)
-    };
+    let below_watermark =
+        |entry: &RunEntry| below_watermark(kind, manifest.metadata_watermark, entry);
     let moved = write_moved(
         &outputs,
         staging,
@@ -76,23 +73,6 @@ pub(super) async fn map_keys(
             .context("RocksDB refused the moved key-metadata entries")?;
     }
     delete_dropped(db, &dropped, bitmaps, &below_watermark)
-}
-
-/// Downloads the stored key runs of `segments` (id, name, checksum); `None` if one is missing.
-async fn fetch_runs(
-    store: &Store,
-    place: (&str, u32),
-    segments: impl Iterator<Item = (i64, String, String)>,
-    staging: &Path,
-) -> anyhow::Result<Option<Vec<StoredRun>>> {
-    let mut runs = Vec::new();
-    for (segment_id, name, checksum) in segments {
-        match StoredRun::fetch(store, place, (segment_id, &name, &checksum), staging).await? {
-            Some(run) => runs.push(run),
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(runs))
 }
 
 /// Writes the records of the mapped outputs' rows, in key order, to one SST file (none if empty).

@@ -96,17 +96,14 @@ pub(super) async fn follow_up(
     };
     let started = std::time::Instant::now();
     let place = (table.name.as_str(), manifest.partition);
-    let mut runs = Vec::new();
-    for output in segments
+    let outputs = segments
         .iter()
         .filter(|s| plan.mapped_outputs.contains(&s.id))
-    {
-        let identity = (output.id, output.name.as_str(), output.checksum.as_str());
-        match StoredRun::fetch(store, place, identity, target.workdir).await? {
-            Some(run) => runs.push(run),
-            None => return Ok(Err(format!("output {} has no key run", output.name))),
-        }
-    }
+        .map(|s| (s.id, s.name.clone(), s.checksum.clone()));
+    let runs = match StoredRun::fetch_all(store, place, outputs, target.workdir).await? {
+        Ok(runs) => runs,
+        Err(missing) => return Ok(Err(format!("output {missing} has no key run"))),
+    };
     let stored: u64 = manifest.key_files.iter().map(|f| f.entries).sum();
     let moving = runs.iter().try_fold(0u64, |sum, run| {
         anyhow::Ok(sum + run.open()?.header.entries)
@@ -247,10 +244,9 @@ pub fn for_each_moved(
         .map(StoredRun::open)
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut merged = MergedRuns::new(readers)?;
-    let below = |entry: &RunEntry| watermark.is_some_and(|w| kind.to_f64(entry.comparison) < w);
     let mut moved = 0;
     while let Some((index, entry)) = merged.next_entry()? {
-        if below(&entry) {
+        if below_watermark(kind, watermark, &entry) {
             continue;
         }
         let record = KeyRecord {
@@ -263,6 +259,11 @@ pub fn for_each_moved(
         moved += 1;
     }
     Ok(moved)
+}
+
+/// Whether `entry` compares below the `metadata_ttl` watermark: never in key metadata.
+pub fn below_watermark(kind: ComparisonKind, watermark: Option<f64>, entry: &RunEntry) -> bool {
+    watermark.is_some_and(|w| kind.to_f64(entry.comparison) < w)
 }
 
 /// The previous snapshot's key files copied under `prefix`, then `layer` as one layer above.

@@ -148,6 +148,24 @@ impl StoredRun {
         }
     }
 
+    /// Downloads the stored runs of `segments` (id, name, checksum) into `dir`, in order;
+    /// `Ok(Err(name))` names the first segment the store has no run of.
+    pub async fn fetch_all(
+        store: &Store,
+        place: (&str, u32),
+        segments: impl Iterator<Item = (i64, String, String)>,
+        dir: &Path,
+    ) -> anyhow::Result<Result<Vec<StoredRun>, String>> {
+        let mut runs = Vec::new();
+        for (segment_id, name, checksum) in segments {
+            match StoredRun::fetch(store, place, (segment_id, &name, &checksum), dir).await? {
+                Some(run) => runs.push(run),
+                None => return Ok(Err(name)),
+            }
+        }
+        Ok(Ok(runs))
+    }
+
     /// Opens the run for reading, refusing one built from other content than its segment.
     pub fn open(&self) -> anyhow::Result<RunReader> {
         let reader = RunReader::open(&self.path)?;

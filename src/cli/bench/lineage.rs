@@ -86,14 +86,7 @@ pub(super) async fn after_compaction(
         f64::NAN
     } else {
         let slow = load(false, "slow").await?;
-        anyhow::ensure!(
-            slow.keys == mapped.keys && slow.valid_docs == mapped.valid_docs,
-            "the slow path found {} keys and {} valid docs, the mapped load {} and {}",
-            slow.keys,
-            slow.valid_docs,
-            mapped.keys,
-            mapped.valid_docs
-        );
+        same_load("the slow path", &slow, &mapped)?;
         slow.seconds
     };
 
@@ -112,14 +105,7 @@ pub(super) async fn after_compaction(
         .sum();
     // And a restart after it, from the layered snapshot.
     let layered = load(true, "layered").await?;
-    anyhow::ensure!(
-        layered.keys == mapped.keys && layered.valid_docs == mapped.valid_docs,
-        "the layered snapshot loads {} keys and {} valid docs, the mapped load {} and {}",
-        layered.keys,
-        layered.valid_docs,
-        mapped.keys,
-        mapped.valid_docs
-    );
+    same_load("the layered snapshot", &layered, &mapped)?;
     println!(
         "follow-up prebuild: {} key layers, {moved_keys} entries in the top one, in {follow_up_seconds:.2}s",
         manifest.key_layers()
@@ -140,4 +126,17 @@ pub(super) async fn after_compaction(
         "follow_up_top_layer_entries": moved_keys,
         "bootstrap_layered_seconds": layered.seconds,
     }))
+}
+
+/// `load` found as many keys and valid docs as the mapped load.
+fn same_load(what: &str, load: &BootstrapReport, mapped: &BootstrapReport) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        load.keys == mapped.keys && load.valid_docs == mapped.valid_docs,
+        "{what} loads {} keys and {} valid docs, the mapped load {} and {}",
+        load.keys,
+        load.valid_docs,
+        mapped.keys,
+        mapped.valid_docs
+    );
+    Ok(())
 }

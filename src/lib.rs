@@ -1,6 +1,7 @@
 //! upsert-minion: the background worker pool that keeps real-time upsert tables cheap and
 //! restartable. See DESIGN.md (shared with the planning side) and README.md.
 
+pub mod binding;
 pub mod catalog;
 pub mod cli;
 pub mod compaction;

@@ -50,24 +50,50 @@ pub struct ScanRequest<'a> {
     pub snapshot: Option<i64>,
 }
 
-/// Writes the selected rows to the request's output; returns the row count.
+/// Writes the selected rows to the request's output; returns the row count. The rows go to a
+/// file beside the output, renamed over it only when every row is written: a scan that fails
+/// leaves what was at the output before untouched.
 pub async fn scan(
     catalog: &Catalog,
     store: &Store,
     request: ScanRequest<'_>,
     options: &BootstrapOptions,
 ) -> anyhow::Result<u64> {
+    let output = request.output;
+    let parent = match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let partial = tempfile::Builder::new()
+        .prefix(".minion-scan-")
+        .suffix(".partial")
+        .tempfile_in(parent)
+        .map_err(|err| anyhow::anyhow!("cannot write beside {}: {err}", output.display()))?;
+    let file = partial.reopen()?;
+    let written = scan_into(catalog, store, request, options, file).await?;
+    partial.as_file().sync_all()?;
+    partial
+        .persist(output)
+        .map_err(|err| anyhow::anyhow!("cannot move the rows into {}: {err}", output.display()))?;
+    Ok(written)
+}
+
+async fn scan_into(
+    catalog: &Catalog,
+    store: &Store,
+    request: ScanRequest<'_>,
+    options: &BootstrapOptions,
+    file: File,
+) -> anyhow::Result<u64> {
     let ScanRequest {
         table: table_name,
         partitions,
         rows,
         format,
-        output,
+        output: _,
         snapshot,
     } = request;
     let table = catalog.table(table_name).await?;
-    let file = File::create(output)
-        .map_err(|err| anyhow::anyhow!("cannot create {}: {err}", output.display()))?;
     let mut sink = match format {
         ScanFormat::Jsonl => Sink::Jsonl(arrow::json::LineDelimitedWriter::new(
             std::io::BufWriter::new(file),
@@ -114,11 +140,16 @@ pub async fn scan(
     finish(sink, written)
 }
 
+/// Finishes the output and flushes it, so an error writing it is an error of the scan.
 fn finish(sink: Sink, written: u64) -> anyhow::Result<u64> {
+    use std::io::Write;
     match sink {
-        Sink::Jsonl(mut writer) => writer.finish()?,
+        Sink::Jsonl(mut writer) => {
+            writer.finish()?;
+            writer.into_inner().flush()?;
+        }
         Sink::Parquet(writer) => {
-            writer.close()?;
+            writer.into_inner()?.flush()?;
         }
     }
     Ok(written)
@@ -138,7 +169,8 @@ async fn scan_pinned(
 ) -> anyhow::Result<u64> {
     let Some(row) = catalog.snapshot(&table.name, partition, version).await? else {
         anyhow::bail!(
-            "{} partition {partition} has no snapshot {version} (collected by gc, or never published); see `minion snapshot ls`",
+            "{} partition {partition} has no snapshot {version} (collected by gc, or never published); see `minion snapshot ls --table {}`",
+            table.name,
             table.name
         );
     };

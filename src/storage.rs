@@ -64,6 +64,20 @@ impl Store {
         url: &str,
         settings: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Store, StorageError> {
+        Self::open_inner(url, settings, true)
+    }
+
+    /// Like [`Store::open`], for commands that only read: a local directory that does not exist
+    /// is an error, never created.
+    pub fn open_existing(url: &str) -> Result<Store, StorageError> {
+        Self::open_inner(url, std::env::vars(), false)
+    }
+
+    fn open_inner(
+        url: &str,
+        settings: impl IntoIterator<Item = (String, String)>,
+        create_local: bool,
+    ) -> Result<Store, StorageError> {
         let bad = |message: String| StorageError::BadUrl {
             url: url.to_string(),
             message,
@@ -105,6 +119,12 @@ impl Store {
             Arc::new(InMemory::new())
         } else {
             let dir = local_dir_of(url).map_err(bad)?;
+            if !create_local && !dir.is_dir() {
+                return Err(bad(format!(
+                    "directory {} does not exist (nothing was created); point --store (or MINION_STORE) at the catalog's store",
+                    dir.display()
+                )));
+            }
             std::fs::create_dir_all(&dir)
                 .map_err(|err| bad(format!("cannot create directory {}: {err}", dir.display())))?;
             let local =

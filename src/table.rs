@@ -76,7 +76,7 @@ pub struct Column {
     pub name: String,
     #[serde(rename = "type")]
     pub column_type: ColumnType,
-    /// Key, comparison and delete columns are never nullable, whatever this says.
+    /// Key, comparison and delete columns are never nullable (declaring them so is an error).
     #[serde(default = "default_true")]
     pub nullable: bool,
 }
@@ -308,14 +308,64 @@ impl TableConfig {
             path: origin.to_string(),
             message: err.to_string().trim_end().replace('\n', " "),
         })?;
-        table
-            .validate()
-            .map_err(|(field, message)| TableError::Invalid {
-                path: origin.to_string(),
-                field,
-                message,
-            })?;
-        Ok(table)
+        let invalid = |(field, message): (String, String)| TableError::Invalid {
+            path: origin.to_string(),
+            field,
+            message,
+        };
+        table.validate().map_err(invalid)?;
+        table.refuse_nullable_roles(text).map_err(invalid)?;
+        Ok(table.normalized())
+    }
+
+    /// Key, comparison and delete columns never hold nulls: declaring one `nullable = true` is
+    /// an error, not silently ignored.
+    fn refuse_nullable_roles(&self, text: &str) -> Result<(), (String, String)> {
+        // Whether `nullable = true` was written (the default is true too): from the text itself.
+        let written: Vec<bool> = toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|t| t.get("columns").and_then(|c| c.as_array()).cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.get("nullable").and_then(|n| n.as_bool()) == Some(true))
+            .collect();
+        for (index, column) in self.columns.iter().enumerate() {
+            let role = if self.primary_key.contains(&column.name) {
+                "a primary-key column"
+            } else if column.name == self.comparison {
+                "the comparison column"
+            } else if self.delete_column.as_deref() == Some(column.name.as_str()) {
+                "the delete column"
+            } else {
+                continue;
+            };
+            if written.get(index).copied().unwrap_or(false) {
+                return Err((
+                    format!("columns.{}.nullable", column.name),
+                    format!(
+                        "`{}` is {role}, which never holds nulls; remove `nullable = true`",
+                        column.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The declaration as it is kept and shown: key, comparison and delete columns say
+    /// `nullable = false`, as they are.
+    pub fn normalized(mut self) -> TableConfig {
+        let roles: Vec<String> = (self.primary_key.iter())
+            .chain(std::iter::once(&self.comparison))
+            .chain(self.delete_column.iter())
+            .cloned()
+            .collect();
+        for column in &mut self.columns {
+            if roles.contains(&column.name) {
+                column.nullable = false;
+            }
+        }
+        self
     }
 
     /// Checks everything the TOML grammar cannot. Returns (field, message with the fix).
@@ -573,5 +623,99 @@ mod tests {
         for good in ["orders", "o_1", "A-2"] {
             assert!(validate_identifier(good).is_ok());
         }
+    }
+}
+
+/// A table declaration of any content is parsed and validated without a panic, and one that
+/// validates survives what the rest of the system does with it.
+#[cfg(test)]
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ORDERS: &str = include_str!("../examples/tables/orders.toml");
+
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("0".to_string()),
+            Just("-1".to_string()),
+            Just("9223372036854775807".to_string()),
+            Just("-9223372036854775808".to_string()),
+            Just("1e308".to_string()),
+            Just("-1e308".to_string()),
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            Just("0.0000001".to_string()),
+            any::<i64>().prop_map(|v| v.to_string()),
+            any::<u32>().prop_map(|v| v.to_string()),
+            Just("\"text\"".to_string()),
+        ]
+    }
+
+    /// A line of the example `orders.toml` whose value is replaced, or a line added.
+    fn edit() -> impl Strategy<Value = (String, String)> {
+        let keys = prop::sample::select(vec![
+            "partitions",
+            "deleted_keys_ttl",
+            "invalid_ratio_threshold",
+            "invalid_count_threshold",
+            "buffer_period_ms",
+            "target_segment_rows",
+        ]);
+        (keys, number()).prop_map(|(k, v)| (k.to_string(), v))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, .. ProptestConfig::default() })]
+
+        #[test]
+        fn no_declaration_panics(edits in prop::collection::vec(edit(), 0..4), name in "\\PC{0,10}", extra in "\\PC{0,40}") {
+            let mut text = ORDERS.replace("name = \"orders\"", &format!("name = {name:?}"));
+            for (key, value) in &edits {
+                let replaced: Vec<String> = text
+                    .lines()
+                    .map(|line| match line.split_once('=') {
+                        Some((k, _)) if k.trim() == key => format!("{key} = {value}"),
+                        _ => line.to_string(),
+                    })
+                    .collect();
+                text = replaced.join("\n");
+            }
+            text.push('\n');
+            text.push_str(&extra);
+            if let Ok(table) = TableConfig::from_toml(&text, "t.toml") {
+                let _ = table.arrow_schema();
+                let _ = table.key_indices();
+                let _ = toml::to_string_pretty(&table);
+                let again = serde_json::to_value(&table).unwrap();
+                assert_eq!(serde_json::from_value::<TableConfig>(again).unwrap().normalized(), table);
+            }
+        }
+    }
+
+    #[test]
+    fn role_columns_refuse_nullable_and_show_not_nullable() {
+        let text = ORDERS.replace(
+            "name = \"order_id\"\ntype = \"int64\"",
+            "name = \"order_id\"\ntype = \"int64\"\nnullable = true",
+        );
+        assert_ne!(text, ORDERS);
+        match TableConfig::from_toml(&text, "t.toml") {
+            Err(TableError::Invalid { field, message, .. }) => {
+                assert_eq!(field, "columns.order_id.nullable");
+                assert!(message.contains("primary-key column"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let table = TableConfig::from_toml(ORDERS, "orders.toml").unwrap();
+        let shown = toml::to_string_pretty(&table).unwrap();
+        for role in ["order_id", "updated_at", "deleted"] {
+            let column = table.column(role).unwrap();
+            assert!(
+                !column.nullable,
+                "{role} is shown as not nullable:\n{shown}"
+            );
+        }
+        assert!(table.column("status").unwrap().nullable);
     }
 }

@@ -2,6 +2,7 @@
 //! snapshots and jobs. Each concern keeps its SQL in its own submodule; every change that touches
 //! several rows runs in one transaction.
 
+pub mod binding;
 pub mod commit;
 pub mod gc;
 mod lineage;
@@ -33,8 +34,10 @@ pub enum CatalogError {
     Unreachable { url: String, source: sqlx::Error },
     #[error("the database URL `{url}` is not valid: {message}")]
     BadUrl { url: String, message: String },
-    #[error("table `{0}` already exists with a different definition; pick another name, or drop and recreate it")]
+    #[error("table `{0}` already exists with a different definition; pick another name, or drop it with `minion table drop {0} --yes` (deleting its data) and create it again")]
     TableConflict(String),
+    #[error("table `{name}` has {running} running job(s); cancel them (`minion job ls --state running`, `minion job cancel ID`) or wait, then drop it")]
+    TableBusy { name: String, running: i64 },
     #[error("table `{0}` does not exist; create it with `minion table create --file TABLE.toml`")]
     TableNotFound(String),
     #[error("the catalog schema is not up to date: {0}. Run `minion migrate`")]
@@ -98,11 +101,31 @@ impl Catalog {
             url.parse()
                 .map_err(|err: sqlx::Error| CatalogError::BadUrl {
                     url: shown.clone(),
-                    message: err.to_string(),
+                    // The parser may echo what it was given.
+                    message: redact_key_values(&err.to_string().replace(url, &shown)),
                 })?;
         let options = options
             .application_name("upsert-minion")
             .log_statements(tracing::log::LevelFilter::Trace);
+        // One direct connection first: a closed port or a refused login says so at once, where
+        // the pool would retry until its acquire timeout and say only "pool timed out".
+        let probe = tokio::time::timeout(
+            Duration::from_secs(10),
+            sqlx::ConnectOptions::connect(&options),
+        )
+        .await;
+        match probe {
+            Ok(Ok(connection)) => {
+                let _ = sqlx::Connection::close(connection).await;
+            }
+            Ok(Err(source)) => return Err(CatalogError::Unreachable { url: shown, source }),
+            Err(_) => {
+                return Err(CatalogError::Unreachable {
+                    url: shown,
+                    source: sqlx::Error::PoolTimedOut,
+                })
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -175,25 +198,140 @@ fn learn_deadline_from_env() -> Duration {
         .unwrap_or(commit::LEARN_DEADLINE)
 }
 
-/// The URL with its password replaced, for messages and logs.
+/// Keys whose values are secrets, in a URL's query or a `key=value` connection string.
+const SECRET_KEYS: &[&str] = &["password", "sslpassword", "pass", "secret"];
+
+/// A database URL (or `key=value` connection string) with every password replaced by `***`, for
+/// messages and logs: the user-info form (`postgres://u:pw@h/db`), query parameters
+/// (`?password=pw`), the key=value form (`host=h password=pw`, quoted or not), and a URL too
+/// malformed to parse whose user-info still holds one.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
+    if let Ok(mut parsed) = url::Url::parse(url) {
+        if parsed.cannot_be_a_base() {
+            return redact_key_values(url);
         }
-        _ => url.to_string(),
+        if parsed.password().is_some() {
+            let _ = parsed.set_password(Some("***"));
+        }
+        if parsed.query().is_some() {
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| match is_secret_key(&k) {
+                    true => (k.into_owned(), "***".to_string()),
+                    false => (k.into_owned(), v.into_owned()),
+                })
+                .collect();
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        return parsed.to_string();
     }
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+            let authority = match authority.rsplit_once('@') {
+                Some((user_info, host)) => match user_info.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@{host}"),
+                    None => authority.to_string(),
+                },
+                None => authority.to_string(),
+            };
+            redact_key_values(&format!("{scheme}://{authority}{tail}"))
+        }
+        None => redact_key_values(url),
+    }
+}
+
+fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.iter().any(|s| key.eq_ignore_ascii_case(s))
+}
+
+/// Replaces the value after every `secret-key=` (any case, spaces around `=`, quoted with `'` or
+/// not, `&`-separated in a query) with `***`.
+fn redact_key_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(value_start) = find_secret_key(rest) {
+        out.push_str(&rest[..value_start]);
+        out.push_str("***");
+        let value = &rest[value_start..];
+        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
+            // A quoted value ends at the next unescaped quote.
+            let mut escaped = false;
+            let end = quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let closes = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                })
+                .map_or(quoted.len(), |(i, _)| i + 1);
+            1 + end
+        } else {
+            value
+                .find(|c: char| c.is_whitespace() || c == '&')
+                .unwrap_or(value.len())
+        };
+        rest = &value[value_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the value of the next `key=` whose key is secret starts.
+fn find_secret_key(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut index = 0;
+    while let Some(offset) = text[index..].find('=') {
+        let eq = index + offset;
+        let key_end = text[..eq].trim_end().len();
+        let key_start = text[..key_end]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let mut value_start = eq + 1;
+        while value_start < bytes.len() && bytes[value_start] == b' ' {
+            value_start += 1;
+        }
+        if is_secret_key(&text[key_start..key_end]) {
+            return Some(value_start);
+        }
+        index = eq + 1;
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn passwords_are_redacted() {
+        use super::redact_url;
         assert_eq!(
-            super::redact_url("postgres://u:secret@h:5432/db"),
+            redact_url("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"
         );
-        assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        for url in [
+            "postgres://u@h/db?password=secret",
+            "postgres://u@h/db?sslmode=disable&PASSWORD=secret&x=1",
+            "host=h user=u password=secret dbname=db",
+            "host=h password = 'sec ret\\' more' dbname=db",
+            "host=h Password=secret",
+            "postgres://u:sec ret@h/db",
+            "postgres://u:secret@[bad/db",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("secret") && !shown.contains("sec ret"),
+                "{url} -> {shown}"
+            );
+            assert!(shown.contains("***"), "{url} -> {shown}");
+        }
+        assert_eq!(
+            redact_url("host=h user=u password=secret dbname=db"),
+            "host=h user=u password=*** dbname=db"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=disable&password=secret"),
+            "postgres://u@h/db?sslmode=disable&password=***"
+        );
     }
 }

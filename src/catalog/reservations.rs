@@ -41,10 +41,11 @@ pub(super) const EXPIRE_IN_RANGE: &str = "DELETE FROM sequence_reservations \
 const OUTSTANDING: &str = "SELECT sequence FROM sequence_reservations \
      WHERE table_name = $1 AND partition_id = $2 ORDER BY sequence";
 const INSERT_INGEST_KEY: &str = "INSERT INTO ingest_keys \
-     (table_name, idempotency_key, segment_ids, row_count, byte_size) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT DO NOTHING RETURNING 1";
+     (table_name, idempotency_key, segment_ids, row_count, byte_size, input_fingerprint) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1";
 const SELECT_INGEST_KEY: &str = "SELECT table_name, idempotency_key, segment_ids, row_count, \
-     byte_size, registered_at FROM ingest_keys WHERE table_name = $1 AND idempotency_key = $2";
+     byte_size, registered_at, input_fingerprint FROM ingest_keys \
+     WHERE table_name = $1 AND idempotency_key = $2";
 
 /// Who holds reservations, and for how long each renewal keeps them.
 #[derive(Debug, Clone)]
@@ -78,6 +79,8 @@ pub struct IngestRegistration {
     pub row_count: i64,
     pub byte_size: i64,
     pub registered_at: chrono::DateTime<chrono::Utc>,
+    /// SHA-256 of the input registered under the key (none for keys recorded before it was).
+    pub input_fingerprint: Option<String>,
 }
 
 impl Catalog {
@@ -182,7 +185,8 @@ impl Catalog {
     /// Registers all segments online in one transaction: either every one is visible or none.
     /// Each segment's sequence must still be reserved by `lease.owner`: a reservation that expired
     /// and was deleted may have let a merge span it, so the registration is refused. With an
-    /// idempotency key, the key is recorded in the same transaction; if it is already recorded,
+    /// idempotency key (and the input's fingerprint), the key is recorded in the same transaction;
+    /// if it is already recorded,
     /// nothing is registered ([`CatalogError::AlreadyRegistered`]).
     ///
     /// [`CatalogError::OutcomeUnknown`] means the commit's answer was lost and could not be
@@ -191,7 +195,7 @@ impl Catalog {
         &self,
         lease: &ReservationLease,
         segments: &[NewSegment],
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<(&str, Option<&str>)>,
     ) -> Result<Vec<i64>, CatalogError> {
         let what = format!("registering {} segment(s)", segments.len());
         let mut tx = self.write_tx(what).await?;
@@ -213,13 +217,14 @@ impl Catalog {
             }
             ids.push(insert_segment(tx.conn(), segment).await?);
         }
-        if let (Some(key), Some(first)) = (idempotency_key, segments.first()) {
+        if let (Some((key, fingerprint)), Some(first)) = (idempotency_key, segments.first()) {
             let recorded: Option<(i32,)> = sqlx::query_as(INSERT_INGEST_KEY)
                 .bind(&first.table)
                 .bind(key)
                 .bind(&ids)
                 .bind(segments.iter().map(|s| s.row_count as i64).sum::<i64>())
                 .bind(segments.iter().map(|s| s.byte_size as i64).sum::<i64>())
+                .bind(fingerprint)
                 .fetch_optional(tx.conn())
                 .await?;
             if recorded.is_none() {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
+use crate::binding::{check_store, Access};
 use crate::catalog::Catalog;
 use crate::config::{DatabaseSetting, Settings};
 use crate::devdb;
@@ -64,16 +65,28 @@ impl Context {
 
     /// What jobs reach: catalog, queue and store, sharing one connection pool.
     pub async fn services(&self) -> anyhow::Result<Arc<Services>> {
+        self.services_for(Access::Write).await
+    }
+
+    /// [`Self::services`] for a command that only reads.
+    pub async fn services_for(&self, access: Access) -> anyhow::Result<Arc<Services>> {
         let catalog = self.catalog().await?.clone();
         Ok(Arc::new(Services {
             queue: Queue::new(catalog.pool().clone()),
             catalog,
-            store: self.store()?,
+            store: self.store(access).await?,
             prebuild: self.settings.prebuild.clone(),
         }))
     }
 
-    pub fn store(&self) -> anyhow::Result<Store> {
-        Ok(Store::open(&self.settings.store)?)
+    /// The store, checked to be the catalog's (`binding`): a write binds a catalog that has no
+    /// store yet; a read never binds, and never creates a local store directory.
+    pub async fn store(&self, access: Access) -> anyhow::Result<Store> {
+        let store = match access {
+            Access::Read => Store::open_existing(&self.settings.store)?,
+            Access::Write => Store::open(&self.settings.store)?,
+        };
+        check_store(self.catalog().await?, &store, access).await?;
+        Ok(store)
     }
 }

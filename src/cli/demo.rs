@@ -4,6 +4,7 @@
 //! through the queue, collect garbage and verify every partition, with rows and bytes before and
 //! after.
 
+use crate::binding::Access;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -266,7 +267,7 @@ async fn compact_and_merge(context: &Context, table: &TableConfig) -> anyhow::Re
     );
     println!("8. verifying every partition from scratch against its newest snapshot:");
     let catalog = context.catalog().await?;
-    let store = context.store()?;
+    let store = context.store(Access::Write).await?;
     for partition in 0..table.partitions {
         let verdict = crate::snapshot::verify::verify_partition(
             catalog,
@@ -352,6 +353,7 @@ async fn prebuild_through_the_queue(context: &Context, table: &TableConfig) -> a
         let job = PrebuildArgs {
             table: table.name.clone(),
             partition,
+            force: false,
         }
         .to_job();
         job_ids.push(services.queue.submit(&job).await?.id());
@@ -391,7 +393,7 @@ async fn bootstrap_both_ways(context: &Context, table: &TableConfig) -> anyhow::
     let work = tempfile::Builder::new()
         .prefix("minion-demo-")
         .tempdir_in(&context.settings.staging_dir)?;
-    let store = context.store()?;
+    let store = context.store(Access::Write).await?;
     for use_snapshot in [true, false] {
         let options = BootstrapOptions {
             use_snapshot,

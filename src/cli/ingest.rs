@@ -1,5 +1,6 @@
 //! `minion ingest`: rows from a file or from the synthetic generator into new segments.
 
+use crate::binding::Access;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,7 +58,7 @@ pub struct IngestArgs {
     pub idempotency_key: Option<String>,
     /// How long this ingest's sequence reservations outlive their last renewal; a killed ingest
     /// blocks merges across its sequences for at most this long.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = crate::job::args::parse_duration, allow_hyphen_values = true, default_value = "30s")]
     pub reservation_lease: std::time::Duration,
     /// Print the report as JSON.
     #[arg(long)]
@@ -76,7 +77,7 @@ pub async fn run(context: &Context, args: IngestArgs) -> anyhow::Result<()> {
 pub async fn ingest_with(context: &Context, args: &IngestArgs) -> anyhow::Result<IngestReport> {
     let catalog = context.catalog().await?;
     let table = Arc::new(catalog.table(&args.table).await?);
-    let store = context.store()?;
+    let store = context.store(Access::Write).await?;
     store.check_reachable().await?;
     let (source, expected_rows): (ingest::BatchSource, u64) = match (&args.input, args.generate) {
         (Some(path), None) => {
@@ -116,6 +117,10 @@ pub async fn ingest_with(context: &Context, args: &IngestArgs) -> anyhow::Result
         expected_rows,
         reservation_lease: args.reservation_lease,
         idempotency_key: args.idempotency_key.clone(),
+        input_fingerprint: match &args.idempotency_key {
+            Some(_) => Some(input_fingerprint(args).await?),
+            None => None,
+        },
     };
     if let Some(key) = &args.idempotency_key {
         anyhow::ensure!(
@@ -159,4 +164,28 @@ pub async fn ingest_with(context: &Context, args: &IngestArgs) -> anyhow::Result
         );
     }
     Ok(report)
+}
+
+/// What names the input an idempotency key is recorded with: the SHA-256 of the input file, or
+/// of the generator's settings (the same settings generate the same rows).
+async fn input_fingerprint(args: &IngestArgs) -> anyhow::Result<String> {
+    match &args.input {
+        Some(path) => {
+            let path = path.clone();
+            Ok(tokio::task::spawn_blocking(move || crate::storage::sha256_file(&path)).await??)
+        }
+        None => {
+            let settings = format!(
+                "generate rows={:?} keys={} seed={} zipf={} out_of_order={} delete={} start={}",
+                args.generate,
+                args.keys,
+                args.seed,
+                args.zipf,
+                args.out_of_order_ratio,
+                args.delete_ratio,
+                args.start_time_ms
+            );
+            Ok(crate::storage::sha256_hex(settings.as_bytes()))
+        }
+    }
 }

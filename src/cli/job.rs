@@ -11,7 +11,9 @@ use serde::Serialize;
 use super::kinds::KindCommand;
 use super::output::{print_json, print_table};
 use super::Context;
+use crate::job::refs::check_refs;
 use crate::job::JobContext;
+use crate::logging::escape_controls;
 use crate::queue::{CancelOutcome, JobRow, JobState, Submitted};
 use crate::tasks::Registry;
 
@@ -62,7 +64,7 @@ pub enum JobCommand {
     /// Delete finished jobs older than a retention.
     Prune {
         /// Delete jobs finished longer ago than this (e.g. 7d, 12h, 30m).
-        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "7d", value_parser = crate::job::args::parse_duration, allow_hyphen_values = true)]
         older_than: Duration,
         /// Jobs deleted per statement.
         #[arg(long, default_value_t = 1000)]
@@ -92,7 +94,7 @@ pub struct SubmitOptions {
     #[arg(long, conflicts_with = "in", global = true)]
     pub at: Option<DateTime<Utc>>,
     /// Run after this delay (e.g. 30s, 5m).
-    #[arg(long = "in", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long = "in", value_parser = crate::job::args::parse_duration, allow_hyphen_values = true, global = true)]
     pub r#in: Option<Duration>,
     /// At most one unfinished job per key; a duplicate returns the existing job. Each kind has
     /// a default (e.g. one prebuild per partition).
@@ -103,7 +105,7 @@ pub struct SubmitOptions {
     pub max_attempts: i32,
     /// How long each attempt may run before it is cancelled and retried (e.g. 30s, 2h);
     /// default: the kind's (`minion job kinds`).
-    #[arg(long, value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, value_parser = crate::job::args::parse_duration, allow_hyphen_values = true, global = true)]
     pub timeout: Option<Duration>,
     /// Print the outcome as JSON.
     #[arg(long, global = true)]
@@ -122,7 +124,9 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<()> {
     match command {
         JobCommand::Submit(submit) => {
             let SubmitArgs { kind, options } = *submit;
-            let mut job = kind.into_job()?;
+            let (mut job, refs) = kind.into_job()?;
+            // An invalid job is never enqueued: what it names must exist now.
+            check_refs(context.catalog().await?, &refs).await?;
             anyhow::ensure!(
                 options.max_attempts >= 1,
                 "--max-attempts must be at least 1"
@@ -272,6 +276,8 @@ fn print_jobs(jobs: &[JobRow]) {
 }
 
 fn print_job(job: &JobRow) {
+    // Messages, keys and errors come from users and from failures: one line each, escaped.
+    let shown = |text: &str| escape_controls(text).into_owned();
     println!("job {} ({})", job.id, job.kind);
     println!("  state:        {}", job.state);
     println!("  attempt:      {}/{}", job.attempt, job.max_attempts);
@@ -279,11 +285,12 @@ fn print_job(job: &JobRow) {
     if let Some(timeout) = job.timeout_seconds {
         println!("  timeout:      {timeout}s");
     }
-    println!("  args:         {}", job.args);
+    println!("  args:         {}", shown(&job.args.to_string()));
     println!("  scheduled at: {}", job.scheduled_at);
     if let Some(by) = &job.attempted_by {
         println!(
-            "  attempted by: {by} at {}",
+            "  attempted by: {} at {}",
+            shown(by),
             job.attempted_at.map(|t| t.to_string()).unwrap_or_default()
         );
     }
@@ -294,10 +301,10 @@ fn print_job(job: &JobRow) {
         println!("  finalized at: {finalized}");
     }
     if let Some(key) = &job.unique_key {
-        println!("  unique key:   {key}");
+        println!("  unique key:   {}", shown(key));
     }
     if let Some(output) = &job.output {
-        println!("  output:       {output}");
+        println!("  output:       {}", shown(&output.to_string()));
     }
     let errors = job.errors.as_array().cloned().unwrap_or_default();
     if !errors.is_empty() {
@@ -307,7 +314,7 @@ fn print_job(job: &JobRow) {
                 "    attempt {} at {}: {}{}",
                 error["attempt"],
                 error["at"].as_str().unwrap_or("?"),
-                error["error"].as_str().unwrap_or("?"),
+                shown(error["error"].as_str().unwrap_or("?")),
                 if error["permanent"] == Value::Bool(true) {
                     " (permanent)"
                 } else {
@@ -326,7 +333,7 @@ pub struct RunArgs {
 }
 
 pub async fn run_inline(context: &Context, args: RunArgs) -> anyhow::Result<()> {
-    let job = args.kind.into_job()?;
+    let (job, _) = args.kind.into_job()?;
     let task = Registry::standard().get(&job.kind)?.clone();
     let cancel = tokio_util::sync::CancellationToken::new();
     let job_context = JobContext {

@@ -9,6 +9,7 @@ use crate::job::args::{
     CompactArgs, FailArgs, GcArgs, MergeArgs, NoopArgs, PlanArgs, PrebuildArgs, PruneArgs,
     SleepArgs,
 };
+use crate::job::refs::CatalogRef;
 use crate::job::JobArgs;
 use crate::queue::NewJob;
 use crate::tasks::Registry;
@@ -34,18 +35,22 @@ pub enum KindCommand {
 }
 
 impl KindCommand {
-    /// The queue row for this kind and its arguments (with the kind's default unique key).
-    pub fn into_job(self) -> anyhow::Result<NewJob> {
+    /// The queue row for this kind and its arguments (with the kind's default unique key), and
+    /// what the arguments name in the catalog (checked before submitting).
+    pub fn into_job(self) -> anyhow::Result<(NewJob, Vec<CatalogRef>)> {
+        fn both(args: impl JobArgs) -> (NewJob, Vec<CatalogRef>) {
+            (args.to_job(), args.catalog_refs())
+        }
         Ok(match self {
-            KindCommand::Prebuild(Given(args)) => args.to_job(),
-            KindCommand::Compact(Given(args)) => args.to_job(),
-            KindCommand::Merge(Given(args)) => args.to_job(),
-            KindCommand::Plan(Given(args)) => args.to_job(),
-            KindCommand::Gc(Given(args)) => args.to_job(),
-            KindCommand::Prune(Given(args)) => args.to_job(),
-            KindCommand::Noop(Given(args)) => args.to_job(),
-            KindCommand::Sleep(Given(args)) => args.to_job(),
-            KindCommand::Fail(Given(args)) => args.to_job(),
+            KindCommand::Prebuild(Given(args)) => both(args),
+            KindCommand::Compact(Given(args)) => both(args),
+            KindCommand::Merge(Given(args)) => both(args),
+            KindCommand::Plan(Given(args)) => both(args),
+            KindCommand::Gc(Given(args)) => both(args),
+            KindCommand::Prune(Given(args)) => both(args),
+            KindCommand::Noop(Given(args)) => both(args),
+            KindCommand::Sleep(Given(args)) => both(args),
+            KindCommand::Fail(Given(args)) => both(args),
             KindCommand::Unknown(words) => {
                 let kind = words.first().map(String::as_str).unwrap_or_default();
                 // Always an error: the registry knows exactly the kinds above.
@@ -149,7 +154,10 @@ mod tests {
     fn job(words: &[&str]) -> Result<NewJob, String> {
         let cli = Cli::try_parse_from(std::iter::once("run").chain(words.iter().copied()))
             .map_err(|err| err.to_string())?;
-        cli.kind.into_job().map_err(|err| err.to_string())
+        cli.kind
+            .into_job()
+            .map(|(job, _)| job)
+            .map_err(|err| err.to_string())
     }
 
     #[test]

@@ -2,8 +2,19 @@
 
 use serde::Serialize;
 
-/// Prints rows as aligned columns under `headers`.
+use crate::logging::escape_controls;
+
+/// Prints rows as aligned columns under `headers`, control characters in cells escaped.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| escape_controls(cell).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

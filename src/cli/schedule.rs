@@ -29,10 +29,10 @@ pub struct ScheduleFlags {
     pub jobs: JobsDir,
     /// How long the leader's lease lasts without renewal; another instance takes over within
     /// it when the leader dies (renewed every third of it).
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = crate::job::args::parse_duration, allow_hyphen_values = true)]
     pub leader_lease: Duration,
     /// How often the leader samples the queue and table gauges of /metrics from the catalog.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = crate::job::args::parse_duration, allow_hyphen_values = true)]
     pub sample_interval: Duration,
 }
 
@@ -66,7 +66,7 @@ pub struct SchedulerArgs {
     #[command(flatten)]
     pub schedule: ScheduleFlags,
     /// How often due ticks are looked for.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::job::args::parse_duration, allow_hyphen_values = true)]
     pub poll_interval: Duration,
     /// This instance's name in the lease and the schedule runs (default: host-pid-random).
     #[arg(long)]

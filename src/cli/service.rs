@@ -49,7 +49,11 @@ impl ListenArgs {
             return Ok(());
         };
         let catalog = context.catalog().await?.clone();
-        let state = ServiceState::new(health, catalog, context.store()?);
+        let state = ServiceState::new(
+            health,
+            catalog,
+            context.store(crate::binding::Access::Write).await?,
+        );
         let console = match with_console {
             false => None,
             true => {

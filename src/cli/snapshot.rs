@@ -1,5 +1,6 @@
 //! `minion snapshot ls|show`, `minion bootstrap`, `minion verify` and `minion scan`.
 
+use crate::binding::Access;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -162,9 +163,13 @@ pub async fn run(context: &Context, command: SnapshotCommand) -> anyhow::Result<
                 None => catalog.latest_snapshot(&table, partition).await?,
             };
             let Some(snapshot) = snapshot else {
-                anyhow::bail!("no such snapshot of {table}/{partition}; run `minion run prebuild '{{\"table\": \"{table}\", \"partition\": {partition}}}'`");
+                anyhow::bail!("no such snapshot of {table}/{partition}; build one with `minion run prebuild --table {table} --partition {partition}`");
             };
-            let bytes = context.store()?.get(&snapshot.manifest_key).await?;
+            let bytes = context
+                .store(Access::Read)
+                .await?
+                .get(&snapshot.manifest_key)
+                .await?;
             let manifest = Manifest::parse(&snapshot.manifest_key, &bytes)?;
             if json {
                 return print_json(&manifest);
@@ -174,8 +179,11 @@ pub async fn run(context: &Context, command: SnapshotCommand) -> anyhow::Result<
                 manifest.version, manifest.table, manifest.partition, snapshot.manifest_key
             );
             println!(
-                "  keys in metadata: {}  live keys: {}  forgotten deleted keys: {}",
-                manifest.key_count, manifest.live_keys, manifest.forgotten_deleted_keys
+                "  keys in metadata: {}  cold keys: {}  live keys: {}  forgotten deleted keys: {}",
+                manifest.key_count,
+                manifest.cold_key_count(),
+                manifest.live_keys,
+                manifest.forgotten_deleted_keys
             );
             println!(
                 "  valid docs: {}  queryable docs: {}  largest comparison: {}",
@@ -216,7 +224,7 @@ pub async fn run(context: &Context, command: SnapshotCommand) -> anyhow::Result<
 
 pub async fn run_bootstrap(context: &Context, args: BootstrapArgs) -> anyhow::Result<()> {
     let catalog = context.catalog().await?;
-    let store = context.store()?;
+    let store = context.store(Access::Read).await?;
     let options = BootstrapOptions {
         use_lineage: !args.no_lineage,
         ..bootstrap_options(context, !args.no_snapshot)
@@ -249,17 +257,20 @@ pub async fn run_bootstrap(context: &Context, args: BootstrapArgs) -> anyhow::Re
         .snapshot_version
         .map_or_else(|| "no snapshot".to_string(), |v| format!("snapshot {v}"));
     println!(
-        "bootstrapped {}/{} {path} ({snapshot}: {} segments covered, {} replaced since and {} replacements mapped through lineage, {} through the compare path): {} keys, {} valid docs, {} queryable, in {:.3}s",
+        "bootstrapped {}/{} {path} ({snapshot}: {} segments covered, {} replaced since and {} replacements mapped through lineage, {} through the compare path): {} keys, {} cold keys, {} valid docs, {} queryable, in {:.3}s",
         report.table, report.partition, report.covered_segments, report.replaced_segments,
         report.mapped_segments, report.uncovered_segments,
-        report.keys, report.valid_docs, report.queryable_docs, report.seconds
+        report.keys, report.cold_keys, report.valid_docs, report.queryable_docs, report.seconds
     );
+    if let Some(why) = &report.snapshot_unused {
+        println!("note: {why}");
+    }
     Ok(())
 }
 
 pub async fn run_verify(context: &Context, args: VerifyArgs) -> anyhow::Result<()> {
     let catalog = context.catalog().await?;
-    let store = context.store()?;
+    let store = context.store(Access::Read).await?;
     let table = catalog.table(&args.table).await?;
     let mut verdicts = Vec::new();
     for partition in 0..table.partitions {
@@ -294,6 +305,12 @@ pub async fn run_verify(context: &Context, args: VerifyArgs) -> anyhow::Result<(
             for difference in &verdict.differences {
                 println!("  - {difference}");
             }
+            if !verdict.differences.is_empty() {
+                println!(
+                    "  rebuild it from the segments: minion run prebuild --table {} --partition {} --force",
+                    args.table, verdict.partition
+                );
+            }
         }
     }
     anyhow::ensure!(
@@ -306,7 +323,7 @@ pub async fn run_verify(context: &Context, args: VerifyArgs) -> anyhow::Result<(
 
 pub async fn run_scan(context: &Context, args: ScanArgs) -> anyhow::Result<()> {
     let catalog = context.catalog().await?;
-    let store = context.store()?;
+    let store = context.store(Access::Read).await?;
     let table = catalog.table(&args.table).await?;
     let partitions: Vec<u32> = match args.partition {
         Some(partition) => {

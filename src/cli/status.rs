@@ -14,7 +14,7 @@ pub struct StatusArgs {
 }
 
 pub async fn run(context: &Context, args: StatusArgs) -> anyhow::Result<()> {
-    let services = context.services().await?;
+    let services = context.services_for(crate::binding::Access::Read).await?;
     let report = gather(&services).await?;
     if args.json {
         return print_json(&report);

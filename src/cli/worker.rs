@@ -32,19 +32,19 @@ pub struct WorkerArgs {
     #[arg(long, value_delimiter = ',', default_value = "default")]
     pub queues: Vec<String>,
     /// After SIGTERM/SIGINT, how long running jobs may take before they are released.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::job::args::parse_duration, allow_hyphen_values = true)]
     pub shutdown_timeout: Duration,
     /// Lease of a claimed job; renewed by heartbeats every third of it.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::job::args::parse_duration, allow_hyphen_values = true)]
     pub lease: Duration,
     /// Polling interval when no notification arrives.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::job::args::parse_duration, allow_hyphen_values = true)]
     pub poll_interval: Duration,
     /// First retry delay of a failed job; doubles per attempt.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::job::args::parse_duration, allow_hyphen_values = true)]
     pub retry_backoff: Duration,
     /// How often expired leases are looked for.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::job::args::parse_duration, allow_hyphen_values = true)]
     pub rescue_interval: Duration,
     /// Poll only; do not LISTEN for notifications.
     #[arg(long)]

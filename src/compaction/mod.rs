@@ -187,6 +187,7 @@ pub(crate) fn prebuild_follow_up(table: &str, partition: u32) -> NewJob {
     PrebuildArgs {
         table: table.to_string(),
         partition,
+        force: false,
     }
     .to_job()
 }

@@ -117,6 +117,17 @@ pub struct CompactionPlan {
     /// The table's unfinished compact and merge jobs, by kind, when the plan looked.
     pub unfinished: BTreeMap<String, i64>,
     pub skipped: Skipped,
+    /// Partitions that could not be judged (a damaged snapshot manifest, say), each with why.
+    /// The others are planned as usual, and each of these gets a prebuild, which rebuilds a
+    /// damaged snapshot from the segments.
+    pub failed_partitions: Vec<PartitionFailure>,
+}
+
+/// A partition the plan could not judge.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionFailure {
+    pub partition: u32,
+    pub error: String,
 }
 
 impl CompactionPlan {
@@ -127,6 +138,7 @@ impl CompactionPlan {
             PrebuildArgs {
                 table: table.clone(),
                 partition,
+                force: false,
             }
             .to_job()
         });
@@ -177,7 +189,19 @@ pub async fn plan(
         if online.is_empty() {
             continue;
         }
-        let snapshot = CoveringSnapshot::latest(services, table_name, partition).await?;
+        let snapshot = match CoveringSnapshot::latest(services, table_name, partition).await {
+            Ok(snapshot) => snapshot,
+            Err(err) if crate::job::is_permanent(&err) => {
+                tracing::warn!(table = %table_name, partition, "partition not planned, a prebuild is planned to rebuild its snapshot: {err:#}");
+                plan.failed_partitions.push(PartitionFailure {
+                    partition,
+                    error: format!("{err:#}"),
+                });
+                plan.prebuild.push(partition);
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         let Some(snapshot) = snapshot.filter(|snapshot| {
             online.iter().all(|s| {
                 snapshot

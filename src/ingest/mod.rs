@@ -12,6 +12,7 @@
 //! idempotency key, a rerun after a registration that did commit registers nothing.
 
 mod columns;
+mod convert;
 pub mod generate;
 mod partitioner;
 pub mod sources;
@@ -47,6 +48,13 @@ pub enum IngestError {
     Input { file: String, message: String },
     #[error("bad ingest options: {0}")]
     Options(String),
+    #[error("idempotency key `{key}` of table {table} was used for another input (recorded input SHA-256 {recorded}, this input {given}); nothing was registered. A key names one input: use a new key for new rows, or rerun with the input the key was first used for")]
+    KeyReused {
+        table: String,
+        key: String,
+        recorded: String,
+        given: String,
+    },
     #[error("{source}.\nCheck with `minion segment ls --table {table}` whether these segments are listed: {names}. {rerun} The uploaded objects were left in place; gc removes them if nothing references them")]
     OutcomeUnknown {
         table: String,
@@ -84,6 +92,9 @@ pub struct IngestOptions {
     pub reservation_lease: Duration,
     /// Recorded with the registration; a rerun with the same key registers nothing.
     pub idempotency_key: Option<String>,
+    /// SHA-256 of the input (the file, or the generator's settings), recorded with the key: a
+    /// rerun with the key and another input is refused.
+    pub input_fingerprint: Option<String>,
 }
 
 /// The default reservation lease: a killed ingest blocks merges across its sequences this long.
@@ -100,6 +111,7 @@ impl Default for IngestOptions {
             expected_rows: 0,
             reservation_lease: DEFAULT_RESERVATION_LEASE,
             idempotency_key: None,
+            input_fingerprint: None,
         }
     }
 }
@@ -160,6 +172,7 @@ pub async fn ingest(
     );
     if let Some(key) = &options.idempotency_key {
         if let Some(done) = catalog.ingest_registration(&table.name, key).await? {
+            same_input(&done, &options)?;
             tracing::info!(table = %table.name, key = %key, "already registered under this idempotency key; nothing to do");
             return Ok(IngestReport::already_registered(done));
         }
@@ -255,18 +268,21 @@ pub async fn ingest(
     written.sort_by_key(|s| (s.partition, s.sequence));
     crate::faults::pause_point("ingest:before_register").await;
     let key = options.idempotency_key.as_deref();
-    let segment_ids = match catalog.register_segments(&lease, &written, key).await {
+    let keyed = key.map(|key| (key, options.input_fingerprint.as_deref()));
+    let segment_ids = match catalog.register_segments(&lease, &written, keyed).await {
         Ok(ids) => ids,
         Err(CatalogError::AlreadyRegistered { .. }) => {
             // A concurrent run with our key committed first; our transaction did not.
             undo.give_up(&written).await;
             let key = key.expect("only keyed registrations conflict");
             let done = catalog.ingest_registration(&table.name, key).await?;
-            return Ok(IngestReport::already_registered(done.ok_or_else(|| {
+            let done = done.ok_or_else(|| {
                 anyhow::anyhow!(
                     "the registration under idempotency key `{key}` vanished; run the ingest again"
                 )
-            })?));
+            })?;
+            same_input(&done, &options)?;
+            return Ok(IngestReport::already_registered(done));
         }
         Err(source @ CatalogError::OutcomeUnknown { .. }) => {
             // Maybe registered: deleting the uploads could leave online segments without objects.
@@ -286,6 +302,19 @@ pub async fn ingest(
         segment_ids,
         segments: written,
     })
+}
+
+/// An idempotency key already registered must name the same input.
+fn same_input(done: &IngestRegistration, options: &IngestOptions) -> Result<(), IngestError> {
+    match (&done.input_fingerprint, &options.input_fingerprint) {
+        (Some(recorded), Some(given)) if recorded != given => Err(IngestError::KeyReused {
+            table: done.table.clone(),
+            key: done.idempotency_key.clone(),
+            recorded: recorded.clone(),
+            given: given.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn outcome_unknown(

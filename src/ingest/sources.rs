@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, RecordBatch};
-use arrow::compute::{cast_with_options, CastOptions};
-use arrow::util::display::FormatOptions;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::columns::RowBuilder;
@@ -250,13 +248,10 @@ impl ParquetRows {
         })
     }
 
-    /// Casts the file's batch to the table schema, checking nulls where the table forbids them.
+    /// Converts the file's batch to the table schema, losslessly (`convert`), checking nulls where
+    /// the table forbids them.
     fn conform(&self, batch: RecordBatch) -> Result<RecordBatch, IngestError> {
         let schema = self.table.arrow_schema();
-        let options = CastOptions {
-            safe: false,
-            format_options: FormatOptions::default(),
-        };
         let mut arrays = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
             let bad = |row: Option<u64>, message: String| IngestError::BadRow {
@@ -268,15 +263,9 @@ impl ParquetRows {
             let array = match batch.column_by_name(field.name()) {
                 None => new_null_array(field.data_type(), batch.num_rows()),
                 Some(source) => {
-                    cast_with_options(source, field.data_type(), &options).map_err(|err| {
-                        bad(
-                            None,
-                            format!(
-                                "cannot convert {} to {}: {err}",
-                                source.data_type(),
-                                field.data_type()
-                            ),
-                        )
+                    super::convert::conform(source, field.data_type()).map_err(|refusal| {
+                        let row = refusal.row.map(|r| self.rows_before + r as u64 + 1);
+                        bad(row, refusal.message)
                     })?
                 }
             };

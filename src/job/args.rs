@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::job::refs::CatalogRef;
 use crate::queue::NewJob;
 use crate::table::{validate_identifier, CompactionOverrides};
 
@@ -38,6 +39,12 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
         None
     }
 
+    /// What the arguments name in the catalog, checked when the job is submitted
+    /// ([`crate::job::refs::check_refs`]).
+    fn catalog_refs(&self) -> Vec<CatalogRef> {
+        Vec::new()
+    }
+
     /// Parses and validates stored or hand-written JSON.
     fn from_json(value: &Value) -> Result<Self, String> {
         let args: Self = Self::deserialize(value).map_err(|err| err.to_string())?;
@@ -61,21 +68,53 @@ fn check_table(table: &str) -> Result<(), String> {
     validate_identifier(table).map_err(|why| format!("`table`: {why}"))
 }
 
-/// Parses a duration as seconds: a plain number (`90`, `0.5`) or a humane one (`1h`, `30m`).
+/// The longest duration any setting or argument takes: a hundred years. Dates further away
+/// overflow the calendar (a grace period of 99999999999d once panicked).
+pub const MAX_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+
+/// Parses a duration as seconds: a plain number (`90`, `0.5`) or a humane one (`1h`, `30m`), at
+/// most a hundred years. A negative number is returned as it is, for the argument's own check to
+/// refuse by name; a negative humane form (`-5s`) is refused here.
 pub fn parse_seconds(text: &str) -> Result<f64, String> {
-    if let Ok(seconds) = text.trim().parse::<f64>() {
-        return Ok(seconds);
+    let trimmed = text.trim();
+    let seconds = match trimmed.parse::<f64>() {
+        Ok(seconds) => seconds,
+        Err(_) if trimmed.starts_with('-') => {
+            return Err(format!(
+                "`{text}` is negative; it must be a duration of 0 or more (e.g. 0, 30s, 1h)"
+            ))
+        }
+        Err(_) => humantime::parse_duration(trimmed)
+            .map(|d| d.as_secs_f64())
+            .map_err(|err| {
+                format!("`{text}` is not a duration ({err}); write e.g. 90, 30s, 5m or 1h")
+            })?,
+    };
+    if !(seconds.is_finite() && seconds <= MAX_SECONDS) {
+        return Err(format!(
+            "`{text}` is not a duration from 0 to a hundred years (the longest taken)"
+        ));
     }
-    humantime::parse_duration(text.trim())
-        .map(|d| d.as_secs_f64())
-        .map_err(|err| format!("`{text}` is not a duration ({err}); write e.g. 90, 30s, 5m or 1h"))
+    Ok(seconds)
+}
+
+/// [`parse_seconds`] as a `Duration`, 0 or more: the parser of every duration flag.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    match parse_seconds(text)? {
+        seconds if seconds < 0.0 => Err(format!(
+            "`{text}` is negative; it must be a duration of 0 or more (e.g. 0, 30s, 1h)"
+        )),
+        seconds => Ok(Duration::from_secs_f64(seconds)),
+    }
 }
 
 fn check_seconds(name: &str, value: f64) -> Result<(), String> {
-    if value.is_finite() && value >= 0.0 {
+    if value.is_finite() && (0.0..=MAX_SECONDS).contains(&value) {
         Ok(())
     } else {
-        Err(format!("`{name}` must be 0 or more seconds, got {value}"))
+        Err(format!(
+            "`{name}` must be 0 or more seconds, and at most a hundred years ({MAX_SECONDS} s), got {value}"
+        ))
     }
 }
 
@@ -90,6 +129,11 @@ pub struct PrebuildArgs {
     /// The partition (0 to the table's partition count - 1).
     #[arg(long)]
     pub partition: u32,
+    /// Build in full from the segments even if the newest snapshot is up to date: the repair
+    /// for a snapshot whose bitmaps or key files `minion verify` reports damaged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl JobArgs for PrebuildArgs {
@@ -104,6 +148,13 @@ impl JobArgs for PrebuildArgs {
     }
 
     /// One prebuild per partition in the queue.
+    fn catalog_refs(&self) -> Vec<CatalogRef> {
+        vec![CatalogRef::Partition {
+            table: self.table.clone(),
+            partition: self.partition,
+        }]
+    }
+
     fn unique_key(&self) -> Option<String> {
         Some(format!("prebuild:{}:{}", self.table, self.partition))
     }
@@ -130,6 +181,14 @@ impl JobArgs for CompactArgs {
 
     fn validate(&self) -> Result<(), String> {
         check_table(&self.table)
+    }
+
+    fn catalog_refs(&self) -> Vec<CatalogRef> {
+        vec![CatalogRef::Segments {
+            table: self.table.clone(),
+            partition: None,
+            ids: vec![self.segment_id],
+        }]
     }
 
     fn unique_key(&self) -> Option<String> {
@@ -175,6 +234,14 @@ impl JobArgs for MergeArgs {
     }
 
     /// One merge per set of inputs, in any order.
+    fn catalog_refs(&self) -> Vec<CatalogRef> {
+        vec![CatalogRef::Segments {
+            table: self.table.clone(),
+            partition: Some(self.partition),
+            ids: self.segment_ids.clone(),
+        }]
+    }
+
     fn unique_key(&self) -> Option<String> {
         let mut ids = self.segment_ids.clone();
         ids.sort_unstable();
@@ -263,6 +330,10 @@ impl JobArgs for PlanArgs {
     fn unique_key(&self) -> Option<String> {
         Some(format!("plan:{}", self.table))
     }
+
+    fn catalog_refs(&self) -> Vec<CatalogRef> {
+        vec![CatalogRef::Table(self.table.clone())]
+    }
 }
 
 /// Default grace period of `gc`: longer than any job's lease and retries.
@@ -280,11 +351,11 @@ pub struct GcArgs {
     /// Keep retired objects at least this long, so readers that started before they were
     /// retired can finish (e.g. 1h, 30m, 0).
     #[serde(default = "default_grace")]
-    #[arg(long = "grace", value_parser = parse_seconds, default_value = "1h")]
+    #[arg(long = "grace", value_parser = parse_seconds, allow_hyphen_values = true, default_value = "1h")]
     pub grace_seconds: f64,
     /// Release sequence reservations of ingests that have not registered for this long.
     #[serde(default = "default_reservation_ttl")]
-    #[arg(long = "reservation-ttl", value_parser = parse_seconds, default_value = "1d")]
+    #[arg(long = "reservation-ttl", value_parser = parse_seconds, allow_hyphen_values = true, default_value = "1d")]
     pub reservation_ttl_seconds: f64,
 }
 
@@ -309,6 +380,10 @@ impl JobArgs for GcArgs {
         check_seconds("reservation_ttl_seconds", self.reservation_ttl_seconds)
     }
 
+    fn catalog_refs(&self) -> Vec<CatalogRef> {
+        vec![CatalogRef::Table(self.table.clone())]
+    }
+
     fn unique_key(&self) -> Option<String> {
         Some(format!("gc:{}", self.table))
     }
@@ -320,7 +395,7 @@ impl JobArgs for GcArgs {
 pub struct PruneArgs {
     /// Delete jobs finished longer ago than this (e.g. 7d, 12h).
     #[serde(default = "default_retention")]
-    #[arg(long = "older-than", value_parser = parse_seconds, default_value = "7d")]
+    #[arg(long = "older-than", value_parser = parse_seconds, allow_hyphen_values = true, default_value = "7d")]
     pub older_than_seconds: f64,
     /// Jobs deleted per statement.
     #[serde(default = "default_batch")]
@@ -376,7 +451,7 @@ impl JobArgs for NoopArgs {
 #[serde(deny_unknown_fields)]
 pub struct SleepArgs {
     /// How long to wait, in seconds or as a duration (e.g. 1.5, 30s).
-    #[arg(long, value_parser = parse_seconds)]
+    #[arg(long, value_parser = parse_seconds, allow_hyphen_values = true)]
     pub seconds: f64,
 }
 
@@ -471,5 +546,144 @@ mod tests {
         assert!(parse_seconds("soon")
             .unwrap_err()
             .contains("not a duration"));
+        assert!(parse_seconds("-5s").unwrap_err().contains("negative"));
+        assert!(parse_duration("-1").unwrap_err().contains("negative"));
+        assert_eq!(parse_seconds("-1").unwrap(), -1.0);
+        assert!(parse_seconds("99999999999d")
+            .unwrap_err()
+            .contains("hundred years"));
+        assert!(parse_seconds("inf").unwrap_err().contains("hundred years"));
+        assert!(parse_seconds("NaN").unwrap_err().contains("hundred years"));
+        let err = GcArgs::from_json(&json!({"table": "t", "grace_seconds": 1e300})).unwrap_err();
+        assert!(err.contains("grace_seconds"), "{err}");
+    }
+}
+
+/// Whatever JSON reaches a kind (a hand-written `--args`, a row edited in the queue), parsing and
+/// validating it never panics, and arguments that validate are safe for what the tasks do with
+/// them (durations, dates). A `99999999999d` grace once panicked five times in a worker.
+#[cfg(test)]
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    const FIELDS: &[&str] = &[
+        "table",
+        "partition",
+        "segment_id",
+        "segment_ids",
+        "grace_seconds",
+        "reservation_ttl_seconds",
+        "older_than_seconds",
+        "batch",
+        "seconds",
+        "message",
+        "permanent",
+        "panic",
+        "succeed_on_attempt",
+        "submit",
+        "job_attempts",
+        "force",
+        "note",
+        "invalid_ratio_threshold",
+        "invalid_count_threshold",
+        "buffer_period_ms",
+        "target_segment_rows",
+        "max_records_per_merge_task",
+        "max_segments_per_merge",
+        "min_segments_per_merge",
+        "max_tasks_per_table",
+        "skip_while_unfinished",
+    ];
+
+    fn value() -> impl Strategy<Value = Value> {
+        let number = prop_oneof![
+            Just(json!(0)),
+            Just(json!(-1)),
+            Just(json!(i64::MAX)),
+            Just(json!(i64::MIN)),
+            Just(json!(u64::MAX)),
+            Just(json!(1e300)),
+            Just(json!(-1e300)),
+            Just(json!(8.64e15)),
+            Just(json!(0.5)),
+            any::<i64>().prop_map(|v| json!(v)),
+            any::<f64>()
+                .prop_filter("JSON has no NaN", |v| v.is_finite())
+                .prop_map(|v| json!(v)),
+        ];
+        let text = prop_oneof![
+            Just(json!("orders")),
+            Just(json!("")),
+            Just(json!("a/../b")),
+            Just(json!("t\n\u{1b}[31m\0")),
+            "\\PC{0,12}".prop_map(|s| json!(s)),
+        ];
+        prop_oneof![
+            number.clone(),
+            text,
+            any::<bool>().prop_map(|b| json!(b)),
+            Just(Value::Null),
+            prop::collection::vec(number, 0..4).prop_map(Value::Array),
+        ]
+    }
+
+    fn object() -> impl Strategy<Value = Value> {
+        prop::collection::btree_map(prop::sample::select(FIELDS), value(), 0..6).prop_map(
+            |fields| {
+                Value::Object(
+                    fields
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                )
+            },
+        )
+    }
+
+    /// Everything a task does with validated arguments that could panic.
+    fn use_args<A: JobArgs>(value: &Value, check: impl Fn(&A)) {
+        if let Ok(args) = A::from_json(value) {
+            let _ = args.unique_key();
+            let _ = args.catalog_refs();
+            let again = A::from_json(&args.to_json());
+            assert!(again.is_ok(), "{value} validated, but not its own JSON");
+            check(&args);
+        }
+    }
+
+    fn before_now(seconds: f64) {
+        let duration = Duration::from_secs_f64(seconds);
+        let _ = chrono::Utc::now() - chrono::Duration::from_std(duration).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+        #[test]
+        fn no_arguments_panic(value in object()) {
+            use_args::<PrebuildArgs>(&value, |_| {});
+            use_args::<CompactArgs>(&value, |_| {});
+            use_args::<MergeArgs>(&value, |_| {});
+            use_args::<PlanArgs>(&value, |_| {});
+            use_args::<GcArgs>(&value, |args| {
+                before_now(args.grace_seconds);
+                before_now(args.reservation_ttl_seconds);
+            });
+            use_args::<PruneArgs>(&value, |args| before_now(args.older_than_seconds));
+            use_args::<NoopArgs>(&value, |_| {});
+            use_args::<SleepArgs>(&value, |args| {
+                let _ = Duration::from_secs_f64(args.seconds);
+            });
+            use_args::<FailArgs>(&value, |_| {});
+        }
+
+        #[test]
+        fn no_duration_text_panics(text in "\\PC{0,16}") {
+            if let Ok(duration) = parse_duration(&text) {
+                before_now(duration.as_secs_f64());
+            }
+        }
     }
 }

@@ -32,11 +32,16 @@ impl From<anyhow::Error> for JobError {
 /// Sorts an error into retryable or permanent by asking each cause in its chain: permanent if
 /// any cause says so (a checksum mismatch stays permanent under any amount of context).
 pub fn classify(err: anyhow::Error) -> JobError {
-    if err.chain().any(cause_is_permanent) {
+    if is_permanent(&err) {
         JobError::Permanent(err)
     } else {
         JobError::Retryable(err)
     }
+}
+
+/// Whether retrying cannot help `err`: a cause in its chain says it is permanent.
+pub fn is_permanent(err: &anyhow::Error) -> bool {
+    err.chain().any(cause_is_permanent)
 }
 
 /// Asks one cause. Every error type of the crate that implements [`Permanence`] is named here

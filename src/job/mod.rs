@@ -8,7 +8,8 @@
 pub mod args;
 mod context;
 mod error;
+pub mod refs;
 
 pub use args::JobArgs;
 pub use context::{JobContext, Services};
-pub use error::{classify, JobError};
+pub use error::{classify, is_permanent, JobError};

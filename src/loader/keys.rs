@@ -2,32 +2,32 @@
 //! SST files are ingested and before the compare path.
 //!
 //! The entries that change are exactly the winners that lay in replaced inputs. A mapped output's
-//! key run lists its rows (all valid) with their output docIds, so its entries, minus those below
-//! the snapshot's `metadata_ttl` watermark (never in key metadata), are the new records: they go
-//! into one SST file ingested over the snapshot's (a newer sequence number wins). Entries of a
+//! key run lists its rows (all valid) with their output docIds, so its entries are the new
+//! records, each in the key set the snapshot's `metadata_ttl` watermark puts it in: they go into
+//! one SST file per key set (hot, cold), ingested over the snapshot's (a newer sequence number wins). Entries of a
 //! dropped input (its output not proven) are deleted: its run's entries of valid rows name them.
 //! The cost is that of the keys that moved, not of the partition. Without those runs (an older
 //! output, a run collected) the whole key metadata is scanned and rewritten through the plan.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::Context;
-use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch, WriteOptions, DB};
+use rocksdb::{WriteBatch, DB};
 
+use super::db::{batch_delete, batch_put, entries, family, RocksKeys};
 use crate::catalog::SegmentRow;
-use crate::snapshot::keyrun::RunEntry;
-use crate::snapshot::layers::{below_watermark, for_each_moved};
+use crate::snapshot::layers::{for_each_moved, key_set};
 use crate::snapshot::lineage::{EntryFate, LineagePlan};
 use crate::snapshot::manifest::Manifest;
 use crate::snapshot::read::SegmentBitmaps;
-use crate::snapshot::record::{ComparisonKind, KeyRecord};
+use crate::snapshot::record::{ComparisonKind, KeySet};
 use crate::snapshot::runs::StoredRun;
-use crate::snapshot::sst::sst_options;
+use crate::snapshot::sst::{sst_options, KeySetFiles, SetSplitters};
+use crate::snapshot::tail::KeyCounts;
 use crate::storage::Store;
 
-/// Rewrites the key metadata in `db` through `plan`; returns how many keys left it. `bitmaps`
-/// are the snapshot's, before they are mapped.
+/// Rewrites the key metadata in `db` through `plan`; returns how many keys left each set.
+/// `bitmaps` are the snapshot's, before they are mapped.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn map_keys(
     store: &Store,
@@ -38,7 +38,7 @@ pub(super) async fn map_keys(
     bitmaps: &BTreeMap<i64, SegmentBitmaps>,
     staging: &Path,
     sst_format_version: i32,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<KeyCounts> {
     let outputs = online
         .iter()
         .filter(|s| plan.mapped_outputs.contains(&s.id))
@@ -57,8 +57,6 @@ pub(super) async fn map_keys(
         return scan_and_map(db, plan, bitmaps);
     };
     let kind = manifest.comparison_kind;
-    let below_watermark =
-        |entry: &RunEntry| below_watermark(kind, manifest.metadata_watermark, entry);
     let moved = write_moved(
         &outputs,
         staging,
@@ -66,94 +64,98 @@ pub(super) async fn map_keys(
         kind,
         manifest.metadata_watermark,
     )?;
-    if let Some(sst) = moved {
-        let mut ingest = IngestExternalFileOptions::default();
-        ingest.set_move_files(true);
-        db.ingest_external_file_opts(&ingest, vec![sst])
-            .context("RocksDB refused the moved key-metadata entries")?;
+    let mut ingest = rocksdb::IngestExternalFileOptions::default();
+    ingest.set_move_files(true);
+    for (set, files) in [(KeySet::Hot, moved.hot), (KeySet::Cold, moved.cold)] {
+        let files: Vec<_> = files.into_iter().map(|sst| sst.path).collect();
+        if files.is_empty() {
+            continue;
+        }
+        match family(db, set) {
+            Some(cf) => db.ingest_external_file_cf_opts(cf, &ingest, files),
+            None => db.ingest_external_file_opts(&ingest, files),
+        }
+        .map_err(|err| anyhow::anyhow!("RocksDB refused the moved key-metadata entries: {err}"))?;
     }
-    delete_dropped(db, &dropped, bitmaps, &below_watermark)
+    delete_dropped(db, &dropped, bitmaps, kind, manifest.metadata_watermark)
 }
 
-/// Writes the records of the mapped outputs' rows, in key order, to one SST file (none if empty).
+/// Writes the records of the mapped outputs' rows, in key order, to one SST file per key set
+/// (none for a set without entries).
 fn write_moved(
     outputs: &[StoredRun],
     staging: &Path,
     sst_format_version: i32,
     kind: ComparisonKind,
     watermark: Option<f64>,
-) -> anyhow::Result<Option<PathBuf>> {
+) -> anyhow::Result<KeySetFiles> {
     let options = sst_options(sst_format_version);
-    let path = staging.join("lineage-moved.sst");
-    let mut writer: Option<SstFileWriter<'_>> = None;
-    for_each_moved(outputs, kind, watermark, |key, record| {
-        if writer.is_none() {
-            let opened = SstFileWriter::create(&options);
-            opened.open(&path)?;
-            writer = Some(opened);
-        }
-        let writer = writer.as_mut().expect("opened above");
-        Ok(writer.put(key, record.encode())?)
+    let mut writers = SetSplitters::new(&options, staging, "lineage-moved", u64::MAX);
+    for_each_moved(outputs, kind, watermark, |set, key, record| {
+        writers.put(set, key, &record)
     })?;
-    match writer {
-        Some(mut writer) => {
-            writer.finish()?;
-            Ok(Some(path))
-        }
-        None => Ok(None),
-    }
+    writers.finish()
 }
 
-/// Deletes the keys whose winner lay in a dropped input; returns how many were in key metadata.
+/// Deletes the keys whose winner lay in a dropped input, from the set each is in; returns how
+/// many left each set.
 fn delete_dropped(
     db: &DB,
     dropped: &[StoredRun],
     bitmaps: &BTreeMap<i64, SegmentBitmaps>,
-    below_watermark: &dyn Fn(&RunEntry) -> bool,
-) -> anyhow::Result<u64> {
-    let mut write = WriteOptions::default();
-    write.disable_wal(true);
-    let mut deleted = 0;
+    kind: ComparisonKind,
+    watermark: Option<f64>,
+) -> anyhow::Result<KeyCounts> {
+    let keys = RocksKeys::new(db);
+    let mut deleted = KeyCounts::default();
     for run in dropped {
         let valid = &bitmaps[&run.segment_id].valid;
         let mut reader = run.open()?;
         let mut batch = WriteBatch::default();
         while let Some(entry) = reader.next_entry()? {
-            if valid.contains(entry.doc_id) && !below_watermark(&entry) {
-                entry.with_key(|key| batch.delete(key));
-                deleted += 1;
+            if valid.contains(entry.doc_id) {
+                let set = key_set(kind, watermark, &entry);
+                entry.with_key(|key| batch_delete(db, &mut batch, set, key));
+                count(&mut deleted, set);
             }
         }
-        db.write_opt(batch, &write)?;
+        keys.write(batch)?;
     }
     Ok(deleted)
 }
 
-/// The fallback: every entry of the key metadata through the plan.
+fn count(counts: &mut KeyCounts, set: KeySet) {
+    match set {
+        KeySet::Hot => counts.hot += 1,
+        KeySet::Cold => counts.cold += 1,
+    }
+}
+
+/// The fallback: every entry of both key sets through the plan.
 fn scan_and_map(
     db: &DB,
     plan: &LineagePlan,
     bitmaps: &BTreeMap<i64, SegmentBitmaps>,
-) -> anyhow::Result<u64> {
-    let mut write = WriteOptions::default();
-    write.disable_wal(true);
-    let mut batch = WriteBatch::default();
-    let mut dropped = 0;
-    for item in db.iterator(rocksdb::IteratorMode::Start) {
-        let (key, value) = item?;
-        let record = KeyRecord::decode(&value).context("malformed key-metadata record")?;
-        match plan.entry_fate(&record, bitmaps) {
-            EntryFate::Keep => continue,
-            EntryFate::Move(moved) => batch.put(&key, moved.encode()),
-            EntryFate::Drop => {
-                batch.delete(&key);
-                dropped += 1;
+) -> anyhow::Result<KeyCounts> {
+    let keys = RocksKeys::new(db);
+    let mut dropped = KeyCounts::default();
+    for set in [KeySet::Hot, KeySet::Cold] {
+        let mut batch = WriteBatch::default();
+        for entry in entries(db, set) {
+            let (key, record) = entry?;
+            match plan.entry_fate(&record, bitmaps) {
+                EntryFate::Keep => continue,
+                EntryFate::Move(moved) => batch_put(db, &mut batch, set, &key, &moved),
+                EntryFate::Drop => {
+                    batch_delete(db, &mut batch, set, &key);
+                    count(&mut dropped, set);
+                }
+            }
+            if batch.len() >= 65_536 {
+                keys.write(std::mem::take(&mut batch))?;
             }
         }
-        if batch.len() >= 65_536 {
-            db.write_opt(std::mem::take(&mut batch), &write)?;
-        }
+        keys.write(batch)?;
     }
-    db.write_opt(batch, &write)?;
     Ok(dropped)
 }

@@ -8,11 +8,17 @@
 //! path. Slow path (`use_snapshot = false`): the compare path over every segment, which is what a
 //! server without snapshots does.
 //!
-//! The compare path applies DESIGN.md section 3 row by row against the key metadata: a row wins
-//! over the stored winner if its (comparison, segment sequence, docId) is larger. Keys that a
-//! snapshot left out of key metadata by `metadata_ttl` (or forgot by `deleted_keys_ttl`) count as
-//! new keys here, as in Pinot: TTLs assume old keys are not updated again.
+//! The compare path applies DESIGN.md section 3 row by row against the key metadata
+//! (`snapshot::tail`): a row wins over the stored winner if its (comparison, segment sequence,
+//! docId) is larger. With `metadata_ttl` the key metadata is a hot set and a cold one (`db`), and
+//! a row whose key is not hot is resolved against the cold set before it counts as new, so late
+//! rows of expired keys are exact on every path. Both paths split the keys by the same watermark:
+//! the largest comparison value of the partition's online segments (the catalog's per-segment
+//! maximum) minus the TTL, so they end with the same hot and cold sets. Keys forgotten by
+//! `deleted_keys_ttl` count as new keys here, as in Pinot: that TTL assumes deleted keys are not
+//! written again, and the slow path, which forgets nothing, differs from a snapshot there.
 
+mod db;
 mod keys;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use rocksdb::{WriteOptions, DB};
+use rocksdb::DB;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, SegmentRow, SegmentState};
@@ -29,8 +35,8 @@ use crate::snapshot::lineage::{LineagePlan, LineageRefusal};
 use crate::snapshot::manifest::Manifest;
 pub use crate::snapshot::read::SegmentBitmaps;
 use crate::snapshot::read::{fetch_key_files, fetch_segment, load_all_bitmaps, load_manifest};
-use crate::snapshot::record::{ComparisonKind, KeyRecord};
-use crate::snapshot::sst::sst_options;
+use crate::snapshot::record::{ComparisonKind, KeyRecord, KeySet};
+use crate::snapshot::tail::{load_watermark, KeyCounts, KeyStore, Tail, TailRow};
 use crate::storage::Store;
 use crate::table::TableConfig;
 
@@ -60,7 +66,16 @@ pub struct BootstrapReport {
     pub uncovered_segments: usize,
     /// Replacements whose lineage did not prove a mapping, each with why (compare path).
     pub lineage_refused: Vec<LineageRefusal>,
+    /// Why the newest snapshot was not used (the slow path ran instead), if it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_unused: Option<String>,
+    /// Keys in the hot key metadata.
     pub keys: u64,
+    /// Keys in the cold key set (`metadata_ttl`).
+    pub cold_keys: u64,
+    /// Keys below which winners are cold (largest comparison of the online segments minus
+    /// `metadata_ttl`).
+    pub metadata_watermark: Option<f64>,
     pub valid_docs: u64,
     pub queryable_docs: u64,
     pub seconds: f64,
@@ -88,7 +103,31 @@ pub enum LoaderError {
     DirectoryNotEmpty(String),
 }
 
+/// Loads `table_name`/`partition` into a RocksDB at `dir`, which must be empty or absent. A load
+/// that fails leaves `dir` as it found it (removed, or empty), so a retry starts clean.
 pub async fn bootstrap(
+    catalog: &Catalog,
+    store: &Store,
+    table_name: &str,
+    partition: u32,
+    dir: &Path,
+    options: &BootstrapOptions,
+) -> anyhow::Result<LoadedPartition> {
+    let existed = dir.exists();
+    if existed && std::fs::read_dir(dir)?.next().is_some() {
+        return Err(LoaderError::DirectoryNotEmpty(dir.display().to_string()).into());
+    }
+    let loaded = load(catalog, store, table_name, partition, dir, options).await;
+    if loaded.is_err() && dir.exists() {
+        let _ = std::fs::remove_dir_all(dir);
+        if existed {
+            let _ = std::fs::create_dir_all(dir);
+        }
+    }
+    loaded
+}
+
+async fn load(
     catalog: &Catalog,
     store: &Store,
     table_name: &str,
@@ -103,16 +142,17 @@ pub async fn bootstrap(
         "table {table_name} has partitions 0 to {}, not {partition}",
         table.partitions - 1
     );
-    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-        return Err(LoaderError::DirectoryNotEmpty(dir.display().to_string()).into());
-    }
     let online = catalog
         .segments(table_name, Some(partition), Some(SegmentState::Online))
         .await?;
     let staging = tempfile::Builder::new()
         .prefix("minion-bootstrap-")
         .tempdir_in(&options.staging_dir)?;
-    let db = open_db(dir, options.sst_format_version)?;
+    let db = db::open_db(dir, options.sst_format_version)?;
+    let largest = online
+        .iter()
+        .filter_map(|s| s.max_comparison)
+        .reduce(f64::max);
     let mut report = BootstrapReport {
         table: table_name.to_string(),
         partition,
@@ -122,30 +162,49 @@ pub async fn bootstrap(
         mapped_segments: 0,
         uncovered_segments: 0,
         lineage_refused: Vec::new(),
+        snapshot_unused: None,
         keys: 0,
+        cold_keys: 0,
+        metadata_watermark: load_watermark(table.ttl.metadata_ttl, largest),
         valid_docs: 0,
         queryable_docs: 0,
         seconds: 0.0,
     };
     let mut bitmaps = BTreeMap::new();
-    let snapshot = match options.use_snapshot {
-        true => catalog.latest_snapshot(table_name, partition).await?,
+    let mut manifest = match options.use_snapshot {
+        true => match catalog.latest_snapshot(table_name, partition).await? {
+            Some(snapshot) => Some(load_manifest(store, &snapshot).await?),
+            None => None,
+        },
         false => None,
     };
-    let mut dropped_keys = 0;
-    if let Some(snapshot) = snapshot {
-        let manifest = load_manifest(store, &snapshot).await?;
+    if let Some(old) = manifest.take_if(|m| m.lacks_cold_keys()) {
+        let why = format!(
+            "snapshot {} predates cold key sets: {} keys left its key metadata by metadata_ttl and no file holds them, so late rows of those keys could not be resolved; loading every segment instead (the next prebuild writes a snapshot with a cold key set)",
+            old.version,
+            old.cold_key_count()
+        );
+        tracing::warn!("{why}");
+        report.snapshot_unused = Some(why);
+    }
+    // Key metadata as the snapshot (or nothing) leaves it, split by the snapshot's watermark.
+    let (mut counts, mut split_by) = (KeyCounts::default(), None);
+    if let Some(manifest) = manifest {
         check_covered_segments(&manifest, &online)?;
         bitmaps.extend(load_all_bitmaps(store, &manifest).await?);
         let ssts = fetch_key_files(store, &manifest, staging.path(), "")
             .await
             .context("a key-metadata file of the snapshot")?;
-        ssts.ingest_into(&db, true).with_context(|| {
-            format!(
-                "RocksDB refused the key-metadata files of snapshot {}",
-                manifest.version
-            )
-        })?;
+        for (set, layers) in [(KeySet::Hot, ssts.hot), (KeySet::Cold, ssts.cold)] {
+            layers
+                .ingest_into(&db, db::family(&db, set), true)
+                .with_context(|| {
+                    format!(
+                        "RocksDB refused the key-metadata files of snapshot {}",
+                        manifest.version
+                    )
+                })?;
+        }
         let plan = LineagePlan::new(&manifest, &online, options.use_lineage);
         for refusal in &plan.refused {
             tracing::warn!(
@@ -155,8 +214,12 @@ pub async fn bootstrap(
                 refusal.reason
             );
         }
+        counts = KeyCounts {
+            hot: manifest.key_count,
+            cold: manifest.cold_key_count(),
+        };
         if !plan.is_empty() {
-            dropped_keys = keys::map_keys(
+            let dropped = keys::map_keys(
                 store,
                 &db,
                 &plan,
@@ -167,26 +230,30 @@ pub async fn bootstrap(
                 options.sst_format_version,
             )
             .await?;
+            counts.hot -= dropped.hot;
+            counts.cold -= dropped.cold;
             plan.map_bitmaps(&mut bitmaps);
         }
+        split_by = manifest.metadata_watermark;
         report.snapshot_version = Some(manifest.version);
         report.replaced_segments = plan.moves.len() + plan.dropped.len();
         report.covered_segments = manifest.segments.len() - report.replaced_segments;
         report.mapped_segments = plan.mapped_outputs.len();
         report.lineage_refused = plan.refused;
-        report.keys = manifest.key_count - dropped_keys;
     }
-    let (db, bitmaps, new_keys) = load_uncovered(
+    let (db, bitmaps, counts) = load_uncovered(
         store,
         db,
         &table,
         &online,
         staging.path(),
         bitmaps,
+        (counts, split_by),
         &mut report,
     )
     .await?;
-    report.keys += new_keys;
+    report.keys = counts.hot;
+    report.cold_keys = counts.cold;
     drop(staging);
     Ok(finish(db, bitmaps, report, started))
 }
@@ -212,8 +279,11 @@ fn check_covered_segments(manifest: &Manifest, online: &[SegmentRow]) -> Result<
     Ok(())
 }
 
-/// Brings in the online segments without bitmaps yet through the compare path, in sequence
-/// order (the order `online` comes in). Returns the database, the bitmaps and the new keys.
+/// Re-splits the key metadata (`counts` keys, split by watermark `split_by`) by the load's
+/// watermark, then brings in the online segments without bitmaps yet through the compare path,
+/// in sequence order (the order `online` comes in). Returns the database, the bitmaps and the
+/// key counts.
+#[allow(clippy::too_many_arguments)]
 async fn load_uncovered(
     store: &Store,
     db: DB,
@@ -221,8 +291,9 @@ async fn load_uncovered(
     online: &[SegmentRow],
     staging: &Path,
     mut bitmaps: BTreeMap<i64, SegmentBitmaps>,
+    (counts, split_by): (KeyCounts, Option<f64>),
     report: &mut BootstrapReport,
-) -> anyhow::Result<(DB, BTreeMap<i64, SegmentBitmaps>, u64)> {
+) -> anyhow::Result<(DB, BTreeMap<i64, SegmentBitmaps>, KeyCounts)> {
     let uncovered: Vec<&SegmentRow> = online
         .iter()
         .filter(|s| !bitmaps.contains_key(&s.id))
@@ -235,13 +306,18 @@ async fn load_uncovered(
         downloaded.push((segment.clone(), local));
     }
     let sequences: HashMap<u64, i64> = online.iter().map(|s| (s.id as u64, s.sequence)).collect();
-    let table = table.clone();
+    let (table, watermark) = (table.clone(), report.metadata_watermark);
     tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut new_keys = 0;
+        let kind = ComparisonKind::of_table(&table);
+        let mut tail = Tail::new(kind, watermark, &sequences, counts);
+        let mut keys = db::RocksKeys::new(&db);
+        tail.rebalance(&mut keys, split_by)?;
         for (segment, local) in &downloaded {
-            new_keys += compare_path(&db, &table, segment, local, &sequences, &mut bitmaps)?;
+            compare_path(&mut tail, &mut keys, &table, segment, local, &mut bitmaps)?;
         }
-        Ok((db, bitmaps, new_keys))
+        let counts = tail.counts;
+        drop(keys);
+        Ok((db, bitmaps, counts))
     })
     .await?
 }
@@ -262,88 +338,53 @@ fn finish(
     }
 }
 
-/// Applies one segment's rows to the key metadata and bitmaps. Returns how many keys were new.
+/// Resolves one segment's rows against the key metadata and bitmaps.
 fn compare_path(
-    db: &DB,
+    tail: &mut Tail<'_>,
+    keys: &mut impl KeyStore,
     table: &TableConfig,
     segment: &SegmentRow,
     local: &Path,
-    sequences: &HashMap<u64, i64>,
     bitmaps: &mut BTreeMap<i64, SegmentBitmaps>,
-) -> anyhow::Result<u64> {
-    let kind = ComparisonKind::of_table(table);
-    let mut write = WriteOptions::default();
-    // The local key metadata is rebuilt from snapshot and segments after a crash: no WAL needed.
-    write.disable_wal(true);
-    let mut new_keys = 0u64;
-    let segment_id = segment.id as u64;
+) -> anyhow::Result<()> {
+    let place = (segment.id as u64, segment.sequence);
     bitmaps.entry(segment.id).or_default();
     scan_keys(
         local,
         table,
         |key, comparison, doc_id, deleted| -> anyhow::Result<()> {
-            if let Some(bytes) = db.get(key)? {
-                let old = KeyRecord::decode(&bytes).with_context(|| {
-                    format!(
-                        "key metadata holds a malformed record for a key of segment {}",
-                        segment.name
-                    )
-                })?;
-                let old_sequence = *sequences.get(&old.segment_id).with_context(|| {
-                format!(
-                    "key metadata points at segment id {} which is not online; the snapshot is stale, run a prebuild",
-                    old.segment_id
-                )
-            })?;
-                let old_rank = (
-                    kind.sortable_from_natural(old.comparison),
-                    old_sequence,
-                    old.doc_id,
-                );
-                if (comparison, segment.sequence, doc_id) <= old_rank {
-                    return Ok(());
-                }
-                let previous = bitmaps.entry(old.segment_id as i64).or_default();
-                previous.valid.remove(old.doc_id);
-                previous.queryable.remove(old.doc_id);
-            } else {
-                new_keys += 1;
-            }
-            let current = bitmaps.get_mut(&segment.id).expect("inserted above");
-            current.valid.insert(doc_id);
-            if deleted {
-                current.queryable.remove(doc_id);
-            } else {
-                current.queryable.insert(doc_id);
-            }
-            let record = KeyRecord {
-                segment_id,
+            let row = TailRow {
+                comparison,
                 doc_id,
-                comparison: kind.natural_from_sortable(comparison),
                 deleted,
             };
-            db.put_opt(key, record.encode(), &write)?;
+            tail.apply(keys, bitmaps, place, key, row)
+                .with_context(|| format!("a row of segment {}", segment.name))?;
             Ok(())
         },
     )?;
-    Ok(new_keys)
-}
-
-fn open_db(dir: &Path, format_version: i32) -> anyhow::Result<DB> {
-    let mut options = sst_options(format_version);
-    options.create_if_missing(true);
-    DB::open(&options, dir).with_context(|| format!("cannot open a RocksDB at {}", dir.display()))
+    Ok(())
 }
 
 impl LoadedPartition {
-    /// Every key-metadata entry, in key order (for comparisons and tests).
+    /// Every hot key-metadata entry, in key order (for comparisons and tests).
     pub fn dump_keys(&self) -> anyhow::Result<Vec<(Vec<u8>, KeyRecord)>> {
-        let mut out = Vec::new();
-        for item in self.db.iterator(rocksdb::IteratorMode::Start) {
-            let (key, value) = item?;
-            let record = KeyRecord::decode(&value).context("malformed key-metadata record")?;
-            out.push((key.to_vec(), record));
-        }
-        Ok(out)
+        self.dump(KeySet::Hot)
+    }
+
+    /// Every cold key-set entry, in key order (for comparisons and tests).
+    pub fn dump_cold_keys(&self) -> anyhow::Result<Vec<(Vec<u8>, KeyRecord)>> {
+        self.dump(KeySet::Cold)
+    }
+
+    fn dump(&self, set: KeySet) -> anyhow::Result<Vec<(Vec<u8>, KeyRecord)>> {
+        db::entries(&self.db, set)
+            .map(|entry| entry.map(|(key, record)| (key.to_vec(), record)))
+            .collect()
+    }
+
+    /// A key's winner and the set it is in: the hot set first, the cold one on a miss.
+    pub fn lookup(&self, key: &[u8]) -> anyhow::Result<Option<(KeySet, KeyRecord)>> {
+        db::RocksKeys::new(&self.db).get(key)
     }
 }

@@ -16,15 +16,16 @@ use serde::{Deserialize, Serialize};
 
 use super::keyrun::{RunFile, RunReader};
 use super::layers::{self, Target};
-use super::manifest::{FileEntry, KeyFile, Manifest, ManifestSegment, FORMAT};
+use super::manifest::{FileEntry, KeyFile, Manifest, ManifestSegment};
 use super::publish::finish;
 use super::ranges::{resolve_in_ranges, RangePlan};
-use super::record::ComparisonKind;
+use super::read::load_manifest;
+use super::record::{ComparisonKind, KeySet};
 use super::resolve::{resolve, Resolution, Source, TtlSettings};
 use super::runs::gather_runs;
-use super::sst::{sst_options, SstFile, SstSplitter};
+use super::sst::{sst_options, KeySetFiles, SetSplitters, SstFile};
 use crate::catalog::{Catalog, SegmentRow, SegmentState};
-use crate::error::Permanent;
+use crate::error::{Permanence, Permanent};
 use crate::storage::{layout, sha256_hex, Store};
 use crate::table::{PrimaryKeyHash, TableConfig};
 
@@ -137,12 +138,19 @@ pub(super) struct Inputs {
     pub segments: Vec<SegmentRow>,
 }
 
+/// Builds and publishes the partition's snapshot. Without `force`, a partition whose newest
+/// snapshot covers exactly its online segments is left as it is (`up_to_date`) unless that
+/// snapshot's manifest is damaged, and a follow-up after compaction may be layered on it; with
+/// `force` the snapshot is built in full from the segments' key runs (each verified, a damaged
+/// one rebuilt from its segment) whatever the newest snapshot holds: the repair for a damaged
+/// bitmap or key file that `verify` reports.
 pub async fn prebuild(
     catalog: &Catalog,
     store: &Store,
     table_name: &str,
     partition: u32,
     job_id: Option<i64>,
+    force: bool,
     options: &PrebuildOptions,
 ) -> anyhow::Result<PrebuildReport> {
     let started = Instant::now();
@@ -172,8 +180,21 @@ pub async fn prebuild(
         moved_keys: 0,
     };
     let ids: Vec<i64> = segments.iter().map(|s| s.id).collect();
-    if previous.as_ref().is_some_and(|p| p.segment_ids == ids) {
-        return Ok(report);
+    if force {
+        report.full_because = Some("forced (--force)".into());
+    } else if let Some(covering) = previous.as_ref().filter(|p| p.segment_ids == ids) {
+        match load_manifest(store, covering).await {
+            Ok(_) => return Ok(report),
+            Err(err) if err.is_permanent() => {
+                tracing::warn!(
+                    version = covering.version,
+                    "the newest snapshot is damaged; building it again from the segments: {err}"
+                );
+                report.full_because =
+                    Some(format!("snapshot {} is damaged: {err}", covering.version));
+            }
+            Err(err) => return Err(err.into()),
+        }
     }
     if segments.is_empty() && previous.is_none() {
         report.outcome = PrebuildOutcome::NoSegments;
@@ -193,7 +214,7 @@ pub async fn prebuild(
     // A fresh directory per build (its name has a random part): every object of this snapshot,
     // the manifest last, goes under this one prefix, which gc collects as a whole.
     let prefix = layout::snapshot_prefix(table_name, partition, version);
-    if let Some(previous) = previous {
+    if let Some(previous) = previous.as_ref().filter(|_| report.full_because.is_none()) {
         let target = Target {
             prefix: &prefix,
             version,
@@ -229,7 +250,7 @@ pub async fn prebuild(
     report.runs_built = segments.len() - reused;
     report.runs_seconds = phase.elapsed().as_secs_f64();
     let phase = Instant::now();
-    let (resolution, sst_files) =
+    let (resolution, key_files) =
         resolve_partition(table, segments, run_paths, workdir.path(), options).await?;
     report.resolve_seconds = phase.elapsed().as_secs_f64();
     let manifest = upload_snapshot(
@@ -239,7 +260,7 @@ pub async fn prebuild(
         (partition, version),
         job_id,
         &resolution,
-        sst_files,
+        key_files,
         options,
     )
     .await?;
@@ -277,7 +298,7 @@ async fn resolve_partition(
     run_paths: Vec<PathBuf>,
     workdir: &Path,
     options: &PrebuildOptions,
-) -> anyhow::Result<(Resolution, Vec<SstFile>)> {
+) -> anyhow::Result<(Resolution, KeySetFiles)> {
     let sources: Vec<Source> = segments
         .iter()
         .map(|s| Source {
@@ -317,7 +338,7 @@ async fn upload_snapshot(
     (partition, version): (u32, i64),
     job_id: Option<i64>,
     resolution: &Resolution,
-    sst_files: Vec<SstFile>,
+    files: KeySetFiles,
     options: &PrebuildOptions,
 ) -> anyhow::Result<Manifest> {
     let Inputs {
@@ -352,10 +373,11 @@ async fn upload_snapshot(
         .buffered(UPLOADS_AT_ONCE)
         .try_collect()
         .await?;
-    let key_files = upload_key_files(store, prefix, sst_files, (0, 0)).await?;
+    let key_files = upload_key_files(store, prefix, KeySet::Hot, files.hot, (0, 0)).await?;
+    let cold_key_files = upload_key_files(store, prefix, KeySet::Cold, files.cold, (0, 0)).await?;
     let kind = ComparisonKind::of_table(table);
     Ok(Manifest {
-        format: FORMAT,
+        format: Manifest::format_for(&key_files, &cold_key_files),
         table: table.name.clone(),
         partition,
         version,
@@ -366,6 +388,7 @@ async fn upload_snapshot(
         sst_format_version: options.sst_format_version,
         segments: manifest_segments,
         key_files,
+        cold_key_files,
         key_count: resolution.metadata_keys,
         live_keys: resolution.live_keys,
         forgotten_deleted_keys: resolution.forgotten_keys,
@@ -383,7 +406,8 @@ async fn upload_snapshot(
 }
 
 /// Resolves the runs at `run_paths` (already verified, or written by this process) and writes
-/// the key metadata as SST files into `dir`; returns the resolution and the files in key order.
+/// the key metadata as SST files into `dir`; returns the resolution and each key set's files in
+/// key order.
 pub(crate) fn resolve_to_files(
     run_paths: &[PathBuf],
     sources: &[Source],
@@ -392,7 +416,7 @@ pub(crate) fn resolve_to_files(
     dir: &Path,
     format_version: i32,
     options: &PrebuildOptions,
-) -> anyhow::Result<(Resolution, Vec<SstFile>)> {
+) -> anyhow::Result<(Resolution, KeySetFiles)> {
     let sst = sst_options(format_version);
     let runs = run_paths
         .iter()
@@ -411,33 +435,37 @@ pub(crate) fn resolve_to_files(
         );
         let (resolution, files) = resolve_in_ranges(&runs, sources, kind, ttl, plan, |range| {
             let name = format!("keys-{range}");
-            Ok(SstSplitter::new(&sst, dir, &name, options.sst_max_entries))
+            Ok(SetSplitters::new(&sst, dir, &name, options.sst_max_entries))
         })?;
-        return Ok((resolution, files.into_iter().flatten().collect()));
+        let mut all = KeySetFiles::default();
+        files.into_iter().for_each(|range| all.extend(range));
+        return Ok((resolution, all));
     }
     drop(runs);
     let readers = run_paths
         .iter()
         .map(|p| RunReader::open(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut splitter = SstSplitter::new(&sst, dir, "keys", options.sst_max_entries);
-    let resolution = resolve(readers, sources, kind, ttl, |key, record| {
-        splitter.put(key, &record.encode())
+    let mut splitter = SetSplitters::new(&sst, dir, "keys", options.sst_max_entries);
+    let resolution = resolve(readers, sources, kind, ttl, |set, key, record| {
+        splitter.put(set, key, &record)
     })?;
     let files = splitter.finish()?;
     Ok((resolution, files))
 }
 
-/// Uploads `files` as `{prefix}keys/{first + n}.sst`, in `layer`; returns their manifest entries.
+/// Uploads `files` of key set `set` as `{prefix}keys/{first + n}.sst` (hot) or
+/// `{prefix}cold/{first + n}.sst` (cold), in `layer`; returns their manifest entries.
 pub(super) async fn upload_key_files(
     store: &Store,
     prefix: &str,
+    set: KeySet,
     files: Vec<SstFile>,
     (first, layer): (usize, u32),
 ) -> anyhow::Result<Vec<KeyFile>> {
     futures::stream::iter(files.into_iter().enumerate())
         .map(|(index, sst)| async move {
-            let key = format!("{prefix}keys/{}.sst", first + index);
+            let key = format!("{prefix}{}/{}.sst", key_folder(set), first + index);
             store.put_file_once(&key, &sst.path).await?;
             anyhow::Ok(KeyFile {
                 file: FileEntry {
@@ -452,6 +480,14 @@ pub(super) async fn upload_key_files(
         .buffered(UPLOADS_AT_ONCE)
         .try_collect()
         .await
+}
+
+/// The folder of a snapshot's prefix that holds a key set's SST files.
+pub(super) fn key_folder(set: KeySet) -> &'static str {
+    match set {
+        KeySet::Hot => "keys",
+        KeySet::Cold => "cold",
+    }
 }
 
 pub(super) async fn upload_bitmap(

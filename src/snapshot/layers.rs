@@ -19,7 +19,8 @@
 //! Otherwise the prebuild builds from the runs (`build`), and its report says why:
 //! - an online segment the snapshot does not cover that is not a mapped output (a new ingest, a
 //!   replacement not proven), or a covered segment gone without one;
-//! - the snapshot was built with other settings (key hash, comparison, SST format, TTLs);
+//! - the snapshot was built with other settings (key hash, comparison, SST format, TTLs), or
+//!   before cold key sets, with keys out of key metadata and nothing holding them;
 //! - the table has `deleted_keys_ttl` and the snapshot keeps tombstones past it beside older rows
 //!   of their keys (`expired_tombstones_kept`): such a tombstone is forgotten once it is its key's
 //!   only row, and compaction dropping those rows can make that true for keys that did not move.
@@ -35,14 +36,14 @@ use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::build::{upload_bitmap, upload_key_files, PrebuildOptions};
+use super::build::{key_folder, upload_bitmap, upload_key_files, PrebuildOptions};
 use super::keyrun::{MergedRuns, RunEntry};
 use super::lineage::LineagePlan;
 use super::manifest::{FileEntry, KeyFile, Manifest, ManifestSegment};
 use super::read::{load_bitmap, load_manifest, SegmentBitmaps};
-use super::record::{ComparisonKind, KeyRecord};
+use super::record::{ComparisonKind, KeyRecord, KeySet};
 use super::runs::StoredRun;
-use super::sst::{sst_options, SstFile, SstSplitter};
+use super::sst::{sst_options, KeySetFiles, SetSplitters, SstFile};
 use crate::catalog::{SegmentRow, SnapshotRow};
 use crate::storage::Store;
 use crate::table::TableConfig;
@@ -104,15 +105,19 @@ pub(super) async fn follow_up(
         Ok(runs) => runs,
         Err(missing) => return Ok(Err(format!("output {missing} has no key run"))),
     };
-    let stored: u64 = manifest.key_files.iter().map(|f| f.entries).sum();
+    let stored: u64 = (manifest.key_files.iter())
+        .chain(&manifest.cold_key_files)
+        .map(|f| f.entries)
+        .sum();
     let moving = runs.iter().try_fold(0u64, |sum, run| {
         anyhow::Ok(sum + run.open()?.header.entries)
     })?;
-    if stored + moving > 2 * manifest.key_count.max(1) {
+    // Hot and cold keys alike: every live key is in one of the two sets.
+    if stored + moving > 2 * manifest.live_keys.max(1) {
         return Ok(Err(format!(
             "its files would hold {} entries for {} keys (more than twice: entries shadowed by higher layers)",
             stored + moving,
-            manifest.key_count
+            manifest.live_keys
         )));
     }
     let runs_seconds = started.elapsed().as_secs_f64();
@@ -126,17 +131,17 @@ pub(super) async fn follow_up(
     let (format_version, max_entries) = (options.sst_format_version, options.sst_max_entries);
     let (files, moved_keys) = tokio::task::spawn_blocking(move || {
         let sst = sst_options(format_version);
-        let mut splitter = SstSplitter::new(&sst, &dir, "layer", max_entries);
-        let moved = for_each_moved(&runs, kind, watermark, |key, record| {
-            splitter.put(key, &record.encode())
+        let mut splitter = SetSplitters::new(&sst, &dir, "layer", max_entries);
+        let moved = for_each_moved(&runs, kind, watermark, |set, key, record| {
+            splitter.put(set, key, &record)
         })?;
         anyhow::Ok((splitter.finish()?, moved))
     })
     .await??;
-    let key_files = key_files(store, &manifest, files, target.prefix).await?;
+    let (key_files, cold_key_files) = key_files(store, &manifest, files, target.prefix).await?;
     let segments = segment_entries(store, &manifest, &plan, segments, target.prefix).await?;
     let manifest = Manifest {
-        format: Manifest::format_for(&key_files),
+        format: Manifest::format_for(&key_files, &cold_key_files),
         version: target.version,
         created_at: chrono::Utc::now(),
         job_id: target.job_id,
@@ -144,6 +149,7 @@ pub(super) async fn follow_up(
         queryable_docs: segments.iter().map(|s| s.queryable_docs).sum(),
         segments,
         key_files,
+        cold_key_files,
         ..manifest
     };
     Ok(Ok(Layered {
@@ -170,6 +176,12 @@ fn applies(
     {
         return Err(format!(
             "the table's key hash, comparison or TTLs changed since snapshot {version}"
+        ));
+    }
+    if manifest.lacks_cold_keys() {
+        return Err(format!(
+            "snapshot {version} predates cold key sets: {} keys left its key metadata by metadata_ttl and no file holds them",
+            manifest.cold_key_count()
         ));
     }
     if table.ttl.deleted_keys_ttl.is_some() && manifest.expired_tombstones_kept != Some(0) {
@@ -231,13 +243,14 @@ fn applies(
 }
 
 /// Calls `put` with the record of every mapped output's row, in key order: the entries whose
-/// winner moved (all of them valid), less those below the snapshot's `metadata_ttl` watermark,
-/// which are never in key metadata. Returns how many there were.
+/// winner moved (all of them valid), each with its key set by the snapshot's `metadata_ttl`
+/// watermark (a key keeps its set: its winner and the watermark stay). Returns how many there
+/// were.
 pub fn for_each_moved(
     outputs: &[StoredRun],
     kind: ComparisonKind,
     watermark: Option<f64>,
-    mut put: impl FnMut(&[u8], KeyRecord) -> anyhow::Result<()>,
+    mut put: impl FnMut(KeySet, &[u8], KeyRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
     let readers = outputs
         .iter()
@@ -246,40 +259,66 @@ pub fn for_each_moved(
     let mut merged = MergedRuns::new(readers)?;
     let mut moved = 0;
     while let Some((index, entry)) = merged.next_entry()? {
-        if below_watermark(kind, watermark, &entry) {
-            continue;
-        }
+        let set = key_set(kind, watermark, &entry);
         let record = KeyRecord {
             segment_id: outputs[index].segment_id as u64,
             doc_id: entry.doc_id,
             comparison: kind.natural_from_sortable(entry.comparison),
             deleted: entry.deleted,
         };
-        entry.with_key(|key| put(key, record))?;
+        entry.with_key(|key| put(set, key, record))?;
         moved += 1;
     }
     Ok(moved)
 }
 
-/// Whether `entry` compares below the `metadata_ttl` watermark: never in key metadata.
-pub fn below_watermark(kind: ComparisonKind, watermark: Option<f64>, entry: &RunEntry) -> bool {
-    watermark.is_some_and(|w| kind.to_f64(entry.comparison) < w)
+/// The key set of a winner `entry` against the `metadata_ttl` watermark.
+pub fn key_set(kind: ComparisonKind, watermark: Option<f64>, entry: &RunEntry) -> KeySet {
+    KeySet::for_value(kind.to_f64(entry.comparison), watermark)
 }
 
-/// The previous snapshot's key files copied under `prefix`, then `layer` as one layer above.
+/// The previous snapshot's key files of both sets copied under `prefix`, then `layer` as one
+/// layer above; returns the hot and the cold files.
 async fn key_files(
     store: &Store,
     manifest: &Manifest,
-    layer: Vec<SstFile>,
+    layer: KeySetFiles,
     prefix: &str,
-) -> anyhow::Result<Vec<KeyFile>> {
+) -> anyhow::Result<(Vec<KeyFile>, Vec<KeyFile>)> {
     let top = manifest.key_layers();
+    let hot = copy_and_add(
+        store,
+        &manifest.key_files,
+        KeySet::Hot,
+        layer.hot,
+        (prefix, top),
+    );
+    let cold = copy_and_add(
+        store,
+        &manifest.cold_key_files,
+        KeySet::Cold,
+        layer.cold,
+        (prefix, top),
+    );
+    futures::try_join!(hot, cold)
+}
+
+/// One key set's files of the previous snapshot copied under `prefix`, and `layer` uploaded as
+/// layer `top` above them.
+async fn copy_and_add(
+    store: &Store,
+    previous: &[KeyFile],
+    set: KeySet,
+    layer: Vec<SstFile>,
+    (prefix, top): (&str, u32),
+) -> anyhow::Result<Vec<KeyFile>> {
+    let folder = key_folder(set);
     // By index: a stream of borrowed entries trips the compiler's higher-ranked lifetime check
     // inside a task's `Send` future (as in `read::load_all_bitmaps`).
-    let kept = futures::stream::iter(0..manifest.key_files.len())
+    let kept = futures::stream::iter(0..previous.len())
         .map(|index| async move {
-            let file = &manifest.key_files[index];
-            let key = format!("{prefix}keys/{index}.sst");
+            let file = &previous[index];
+            let key = format!("{prefix}{folder}/{index}.sst");
             store.copy_to_new(&file.file.key, &key).await?;
             anyhow::Ok(KeyFile {
                 file: FileEntry {
@@ -291,8 +330,8 @@ async fn key_files(
         })
         .buffered(AT_ONCE);
     let mut files: Vec<KeyFile> = kept.try_collect().await?;
-    let first = manifest.key_files.len();
-    files.extend(upload_key_files(store, prefix, layer, (first, top)).await?);
+    let first = previous.len();
+    files.extend(upload_key_files(store, prefix, set, layer, (first, top)).await?);
     Ok(files)
 }
 

@@ -274,6 +274,7 @@ mod tests {
             sst_format_version: 5,
             segments,
             key_files: Vec::new(),
+            cold_key_files: Vec::new(),
             key_count: 0,
             live_keys: 0,
             forgotten_deleted_keys: 0,

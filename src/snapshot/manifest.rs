@@ -12,6 +12,10 @@ pub const FORMAT: u32 = 1;
 /// Key metadata in layers (a layered follow-up prebuild, `snapshot::layers`): written only when a
 /// snapshot has more than one layer, so older readers never ingest overlapping files as one.
 pub const LAYERED_FORMAT: u32 = 2;
+/// A cold key set beside the hot one (`metadata_ttl`, issue 25), layered or not: written only
+/// when the snapshot has cold key files, so a reader that knows no cold set refuses it instead
+/// of resolving late rows of cold keys as new keys.
+pub const COLD_FORMAT: u32 = 3;
 
 /// One object of the snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,9 +70,15 @@ pub struct Manifest {
     pub sst_format_version: i32,
     pub segments: Vec<ManifestSegment>,
     pub key_files: Vec<KeyFile>,
-    /// Keys in key metadata.
+    /// The cold key set (format 3): keys whose winner compares below `metadata_watermark`, in
+    /// the same record format and layers as `key_files`, which a loader consults only when the
+    /// hot set misses. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cold_key_files: Vec<KeyFile>,
+    /// Keys in the hot key metadata (`key_files`).
     pub key_count: u64,
-    /// Keys with a valid row (key_count plus keys dropped from metadata by metadata_ttl).
+    /// Keys with a valid row: key_count plus the cold keys (before format 3: keys dropped from
+    /// metadata by metadata_ttl, in no file).
     pub live_keys: u64,
     pub forgotten_deleted_keys: u64,
     /// Deleted keys past `deleted_keys_ttl` kept because older rows of the key remain (absent in
@@ -83,7 +93,7 @@ pub struct Manifest {
     pub largest_comparison_f64: Option<f64>,
     pub deleted_keys_ttl: Option<f64>,
     pub metadata_ttl: Option<f64>,
-    /// Keys whose winner compares below this are not in key metadata.
+    /// Keys whose winner compares below this are in the cold key set, not the hot one.
     pub metadata_watermark: Option<f64>,
 }
 
@@ -91,7 +101,7 @@ pub struct Manifest {
 pub enum ManifestError {
     #[error("manifest {key} is not valid JSON for a snapshot manifest: {message}")]
     Invalid { key: String, message: String },
-    #[error("manifest {key} has format {found}, but this minion reads formats {FORMAT} and {LAYERED_FORMAT}; upgrade minion (or rebuild the snapshot with `minion run prebuild`)")]
+    #[error("manifest {key} has format {found}, but this minion reads formats {FORMAT} to {COLD_FORMAT}; upgrade minion, or rebuild the snapshot with `minion run prebuild --table TABLE --partition N --force`")]
     UnknownFormat { key: String, found: u64 },
 }
 
@@ -114,7 +124,7 @@ impl Manifest {
             .get("format")
             .and_then(|f| f.as_u64())
             .ok_or_else(|| invalid("no `format` field".into()))?;
-        if format != FORMAT as u64 && format != LAYERED_FORMAT as u64 {
+        if !(FORMAT as u64..=COLD_FORMAT as u64).contains(&format) {
             return Err(ManifestError::UnknownFormat {
                 key: key.to_string(),
                 found: format,
@@ -122,11 +132,19 @@ impl Manifest {
         }
         let manifest: Manifest =
             serde_json::from_value(value).map_err(|err| invalid(err.to_string()))?;
-        let layers = manifest.key_files.iter().map(|f| f.layer);
-        if !layers.clone().zip(layers.skip(1)).all(|(a, b)| a <= b) {
-            return Err(invalid(
-                "its key files are not listed in layer order".into(),
-            ));
+        for files in [&manifest.key_files, &manifest.cold_key_files] {
+            let layers = files.iter().map(|f| f.layer);
+            if !layers.clone().zip(layers.skip(1)).all(|(a, b)| a <= b) {
+                return Err(invalid(
+                    "its key files are not listed in layer order".into(),
+                ));
+            }
+        }
+        if manifest.format < COLD_FORMAT && !manifest.cold_key_files.is_empty() {
+            return Err(invalid(format!(
+                "format {} has no cold key set, but it lists cold key files",
+                manifest.format
+            )));
         }
         if manifest.format == FORMAT && manifest.key_layers() > 1 {
             return Err(invalid(format!(
@@ -138,17 +156,33 @@ impl Manifest {
     }
 
     /// How many key-metadata layers the snapshot has (1 unless a layered follow-up made it; 0
-    /// with no key files).
+    /// with no key files), over both key sets.
     pub fn key_layers(&self) -> u32 {
-        self.key_files.last().map_or(0, |f| f.layer + 1)
+        let top = |files: &[KeyFile]| files.last().map_or(0, |f| f.layer + 1);
+        top(&self.key_files).max(top(&self.cold_key_files))
     }
 
-    /// The format a manifest with these key files is written in: the older one when it can be.
-    pub fn format_for(key_files: &[KeyFile]) -> u32 {
-        match key_files.iter().any(|f| f.layer > 0) {
-            true => LAYERED_FORMAT,
-            false => FORMAT,
+    /// The format a manifest with these key files is written in: the oldest that holds them.
+    pub fn format_for(key_files: &[KeyFile], cold_key_files: &[KeyFile]) -> u32 {
+        if !cold_key_files.is_empty() {
+            COLD_FORMAT
+        } else if key_files.iter().any(|f| f.layer > 0) {
+            LAYERED_FORMAT
+        } else {
+            FORMAT
         }
+    }
+
+    /// Keys in the cold key set (with a valid row, out of the hot key metadata).
+    pub fn cold_key_count(&self) -> u64 {
+        self.live_keys.saturating_sub(self.key_count)
+    }
+
+    /// Whether keys left the hot key metadata without a cold key set to find them in: a
+    /// snapshot written before cold key sets existed. Late rows of those keys cannot be resolved
+    /// against it, so loaders do not use it and prebuilds do not layer on it.
+    pub fn lacks_cold_keys(&self) -> bool {
+        self.cold_key_count() > 0 && self.cold_key_files.is_empty()
     }
 }
 
@@ -184,11 +218,14 @@ mod tests {
         // A single-layer manifest is written exactly as before layers existed.
         let text = serde_json::to_string(&one).unwrap();
         assert!(!text.contains("layer"), "{text}");
-        assert_eq!(Manifest::format_for(&one.key_files), FORMAT);
+        assert_eq!(Manifest::format_for(&one.key_files, &[]), FORMAT);
 
         let layered = Manifest::parse("m", &manifest_json(LAYERED_FORMAT, &[0, 0, 1, 2])).unwrap();
         assert_eq!(layered.key_layers(), 3);
-        assert_eq!(Manifest::format_for(&layered.key_files), LAYERED_FORMAT);
+        assert_eq!(
+            Manifest::format_for(&layered.key_files, &[]),
+            LAYERED_FORMAT
+        );
 
         let err = Manifest::parse("m", &manifest_json(FORMAT, &[0, 1])).unwrap_err();
         assert!(
@@ -200,7 +237,34 @@ mod tests {
             err.to_string().contains("not listed in layer order"),
             "{err}"
         );
-        let err = Manifest::parse("m", &manifest_json(3, &[0])).unwrap_err();
-        assert!(err.to_string().contains("reads formats 1 and 2"), "{err}");
+        let err = Manifest::parse("m", &manifest_json(4, &[0])).unwrap_err();
+        assert!(err.to_string().contains("reads formats 1 to 3"), "{err}");
+    }
+
+    #[test]
+    fn cold_key_files_need_format_3() {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&manifest_json(FORMAT, &[0])).unwrap();
+        value["cold_key_files"] = serde_json::json!([
+            {"key": "c/0.sst", "size": 1, "checksum": "c", "entries": 4}
+        ]);
+        value["live_keys"] = serde_json::json!(5);
+        let err = Manifest::parse("m", &serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("has no cold key set"), "{err}");
+        value["format"] = serde_json::json!(COLD_FORMAT);
+        let cold = Manifest::parse("m", &serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(cold.cold_key_count(), 4);
+        assert!(!cold.lacks_cold_keys());
+        assert_eq!(
+            Manifest::format_for(&cold.key_files, &cold.cold_key_files),
+            COLD_FORMAT
+        );
+        // Written before cold key sets: keys left the metadata and nothing holds them.
+        let old = Manifest {
+            cold_key_files: Vec::new(),
+            format: FORMAT,
+            ..cold
+        };
+        assert!(old.lacks_cold_keys());
     }
 }

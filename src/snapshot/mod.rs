@@ -16,6 +16,7 @@ pub mod record;
 pub mod resolve;
 pub mod runs;
 pub mod sst;
+pub mod tail;
 pub mod verify;
 
 pub use build::{prebuild, PrebuildOptions, PrebuildOutcome, PrebuildReport};

@@ -12,7 +12,7 @@ use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::keyrun::{HashedEntry, KeyRange, RunFile};
-use super::record::{ComparisonKind, KeyRecord};
+use super::record::{ComparisonKind, KeyRecord, KeySet};
 use super::resolve::{Candidate, KeyGroup, Resolution, Resolver, Source, TtlSettings};
 
 /// How a resolution is split: `ranges` key ranges resolved by up to `threads` threads.
@@ -38,11 +38,11 @@ impl RangePlan {
     }
 }
 
-/// Where one key range's key metadata goes. Opened, filled and finished on the thread that
-/// resolves the range.
+/// Where one key range's key metadata goes (hot and cold keys, each set in key order). Opened,
+/// filled and finished on the thread that resolves the range.
 pub trait KeySink {
     type Output: Send;
-    fn put(&mut self, key: &[u8], record: KeyRecord) -> anyhow::Result<()>;
+    fn put(&mut self, set: KeySet, key: &[u8], record: KeyRecord) -> anyhow::Result<()>;
     fn finish(self) -> anyhow::Result<Self::Output>;
 }
 
@@ -161,16 +161,16 @@ fn resolve_range<S: KeySink>(
             _ => {
                 if let Some((done_key, group)) = gathering.replace((key, KeyGroup::new(candidate)))
                 {
-                    if let Some(record) = resolver.settle(&group) {
-                        sink.put(&done_key.to_be_bytes(), record)?;
+                    if let Some((set, record)) = resolver.settle(&group) {
+                        sink.put(set, &done_key.to_be_bytes(), record)?;
                     }
                 }
             }
         }
     }
     if let Some((done_key, group)) = gathering {
-        if let Some(record) = resolver.settle(&group) {
-            sink.put(&done_key.to_be_bytes(), record)?;
+        if let Some((set, record)) = resolver.settle(&group) {
+            sink.put(set, &done_key.to_be_bytes(), record)?;
         }
     }
     sink.finish()

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringBitmap;
-use rocksdb::{IngestExternalFileOptions, DB};
+use rocksdb::{ColumnFamily, IngestExternalFileOptions, DB};
 
-use super::manifest::{FileEntry, Manifest, ManifestError, ManifestSegment};
+use super::manifest::{FileEntry, KeyFile, Manifest, ManifestError, ManifestSegment};
 use crate::catalog::{SegmentRow, SnapshotRow};
 use crate::error::Permanence;
 use crate::storage::{layout, Expected, StorageError, Store};
@@ -120,7 +120,7 @@ pub fn parse_bitmap(key: &str, bytes: &[u8], rows: u64) -> Result<RoaringBitmap,
     }
 }
 
-/// A snapshot's key-metadata (SST) files on local disk, by layer, lowest first.
+/// A snapshot's key-metadata (SST) files of one key set on local disk, by layer, lowest first.
 #[derive(Debug, Default)]
 pub struct KeyLayers(Vec<Vec<PathBuf>>);
 
@@ -129,29 +129,73 @@ impl KeyLayers {
         self.0.iter().all(Vec::is_empty)
     }
 
-    /// Ingests the files into `db`, one layer at a time, so a higher layer's entries get newer
-    /// sequence numbers and replace those below with the same key.
-    pub fn ingest_into(self, db: &DB, move_files: bool) -> Result<(), rocksdb::Error> {
+    /// Ingests the files into `db` (into column family `cf`, or the default one), one layer at a
+    /// time, so a higher layer's entries get newer sequence numbers and replace those below with
+    /// the same key.
+    pub fn ingest_into(
+        self,
+        db: &DB,
+        cf: Option<&ColumnFamily>,
+        move_files: bool,
+    ) -> Result<(), rocksdb::Error> {
         let mut options = IngestExternalFileOptions::default();
         options.set_move_files(move_files);
         for layer in self.0.into_iter().filter(|files| !files.is_empty()) {
-            db.ingest_external_file_opts(&options, layer)?;
+            match cf {
+                Some(cf) => db.ingest_external_file_cf_opts(cf, &options, layer)?,
+                None => db.ingest_external_file_opts(&options, layer)?,
+            }
         }
         Ok(())
     }
+
+    fn from_files(files: Vec<(u32, PathBuf)>) -> KeyLayers {
+        let mut layers = KeyLayers::default();
+        for (layer, path) in files {
+            layers
+                .0
+                .resize_with(layers.0.len().max(layer as usize + 1), Vec::new);
+            layers.0[layer as usize].push(path);
+        }
+        layers
+    }
 }
 
-/// Downloads the snapshot's key-metadata (SST) files into `dir`, checked, by layer and in key
-/// order within a layer.
+/// Both key sets of a snapshot on local disk.
+#[derive(Debug, Default)]
+pub struct SnapshotKeys {
+    pub hot: KeyLayers,
+    pub cold: KeyLayers,
+}
+
+/// Downloads the snapshot's key-metadata (SST) files of both key sets into `dir`, checked, by
+/// layer and in key order within a layer.
 pub async fn fetch_key_files(
     store: &Store,
     manifest: &Manifest,
     dir: &Path,
     prefix: &str,
+) -> Result<SnapshotKeys, SnapshotError> {
+    let hot = fetch_layers(store, &manifest.key_files, dir, prefix).await?;
+    let cold = fetch_layers(
+        store,
+        &manifest.cold_key_files,
+        dir,
+        &format!("{prefix}cold-"),
+    )
+    .await?;
+    Ok(SnapshotKeys { hot, cold })
+}
+
+async fn fetch_layers(
+    store: &Store,
+    key_files: &[KeyFile],
+    dir: &Path,
+    prefix: &str,
 ) -> Result<KeyLayers, SnapshotError> {
-    let files: Vec<(u32, PathBuf)> = futures::stream::iter(0..manifest.key_files.len())
+    let files: Vec<(u32, PathBuf)> = futures::stream::iter(0..key_files.len())
         .map(|index| async move {
-            let file = &manifest.key_files[index];
+            let file = &key_files[index];
             let local = dir.join(format!("{prefix}{index}.sst"));
             store
                 .download_verified(&file.file.key, &local, expected_file(&file.file))
@@ -161,14 +205,7 @@ pub async fn fetch_key_files(
         .buffered(DOWNLOADS_AT_ONCE)
         .try_collect()
         .await?;
-    let mut layers = KeyLayers::default();
-    for (layer, path) in files {
-        layers
-            .0
-            .resize_with(layers.0.len().max(layer as usize + 1), Vec::new);
-        layers.0[layer as usize].push(path);
-    }
-    Ok(layers)
+    Ok(KeyLayers::from_files(files))
 }
 
 /// Downloads a segment to `local`, checked against the catalog's size and checksum. The error

@@ -107,6 +107,34 @@ pub fn sortable_values(column: &dyn Array) -> Vec<u64> {
     }
 }
 
+/// Which key-metadata set a key lives in (issue 25). With `metadata_ttl`, keys whose winner
+/// compares below the watermark (largest comparison - TTL) leave the *hot* set, which a server
+/// consults for every row, for the *cold* set, consulted only when the hot set misses; without
+/// the TTL every key is hot. A key is in at most one of the two, and both hold the same records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeySet {
+    Hot,
+    Cold,
+}
+
+impl KeySet {
+    /// The set of a key whose winner compares as `value` (f64) against `watermark`.
+    pub fn for_value(value: f64, watermark: Option<f64>) -> KeySet {
+        match watermark.is_some_and(|w| value < w) {
+            true => KeySet::Cold,
+            false => KeySet::Hot,
+        }
+    }
+
+    /// The set of a record (natural comparison value) against `watermark`.
+    pub fn of_record(record: &KeyRecord, kind: ComparisonKind, watermark: Option<f64>) -> KeySet {
+        KeySet::for_value(
+            kind.to_f64(kind.sortable_from_natural(record.comparison)),
+            watermark,
+        )
+    }
+}
+
 /// The key-metadata value: where a key's winning row is, and what it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyRecord {

@@ -7,15 +7,16 @@
 //! - with `deleted_keys_ttl`, a winning tombstone older than (largest comparison - TTL) is
 //!   forgotten (out of validDocIds and key metadata) only if it is the key's only row left in the
 //!   covered segments: dropping it while an older version survives would resurrect that version;
-//! - with `metadata_ttl`, keys whose winner is older than (largest comparison - TTL) leave the key
-//!   metadata but their rows stay valid.
+//! - with `metadata_ttl`, keys whose winner is older than (largest comparison - TTL) leave the
+//!   hot key metadata for the cold set ([`KeySet`]); their rows stay valid, and a later row of
+//!   such a key is still resolved against its winner (`snapshot::tail`).
 //!
-//! The key-metadata entries are produced in merge order, which is the SST order.
+//! The key-metadata entries are produced in merge order, which is the SST order (of each set).
 
 use roaring::RoaringBitmap;
 
 use super::keyrun::{MergedRuns, RunReader};
-use super::record::{ComparisonKind, KeyRecord};
+use super::record::{ComparisonKind, KeyRecord, KeySet};
 
 /// A covered segment, in the same order as the runs given to [`resolve`].
 #[derive(Debug, Clone, Copy)]
@@ -46,9 +47,11 @@ impl TtlSettings {
 pub struct Resolution {
     pub valid: Vec<RoaringBitmap>,
     pub queryable: Vec<RoaringBitmap>,
-    /// Keys written to key metadata.
+    /// Keys written to the hot key metadata.
     pub metadata_keys: u64,
-    /// Keys whose winner is valid (written or dropped from metadata by its TTL).
+    /// Keys written to the cold key set (winner below the `metadata_ttl` watermark).
+    pub cold_keys: u64,
+    /// Keys whose winner is valid: hot plus cold.
     pub live_keys: u64,
     /// Deleted keys forgotten by `deleted_keys_ttl`.
     pub forgotten_keys: u64,
@@ -57,7 +60,7 @@ pub struct Resolution {
     pub expired_tombstones_kept: u64,
     /// Largest sortable comparison value over all covered rows.
     pub largest_comparison: Option<u64>,
-    /// Comparison values below this (as f64) left key metadata (`metadata_ttl`).
+    /// Keys whose winner compares below this (as f64) went to the cold set (`metadata_ttl`).
     pub metadata_watermark: Option<f64>,
 }
 
@@ -155,9 +158,9 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Settles a key once all its rows are gathered; returns the record to write to key
-    /// metadata, if the key stays there.
-    pub fn settle(&mut self, group: &KeyGroup) -> Option<KeyRecord> {
+    /// Settles a key once all its rows are gathered; returns the record to write and the key
+    /// set it goes to, unless the key is forgotten.
+    pub fn settle(&mut self, group: &KeyGroup) -> Option<(KeySet, KeyRecord)> {
         let (best, rows_of_key) = (&group.best, group.rows);
         let value = self.kind.to_f64(best.comparison);
         let expired = |cutoff: Option<f64>| cutoff.is_some_and(|cutoff| value < cutoff);
@@ -173,16 +176,18 @@ impl<'a> Resolver<'a> {
             self.queryable.insert(best.source, best.doc_id);
         }
         self.counts.live_keys += 1;
-        if expired(self.metadata_cutoff) {
-            return None;
+        let set = KeySet::for_value(value, self.metadata_cutoff);
+        match set {
+            KeySet::Hot => self.counts.metadata_keys += 1,
+            KeySet::Cold => self.counts.cold_keys += 1,
         }
-        self.counts.metadata_keys += 1;
-        Some(KeyRecord {
+        let record = KeyRecord {
             segment_id: self.sources[best.source].segment_id,
             doc_id: best.doc_id,
             comparison: self.kind.natural_from_sortable(best.comparison),
             deleted: best.deleted,
-        })
+        };
+        Some((set, record))
     }
 
     pub fn finish(self) -> Resolution {
@@ -206,6 +211,7 @@ impl Resolution {
             *mine |= theirs;
         }
         self.metadata_keys += other.metadata_keys;
+        self.cold_keys += other.cold_keys;
         self.live_keys += other.live_keys;
         self.forgotten_keys += other.forgotten_keys;
         self.expired_tombstones_kept += other.expired_tombstones_kept;
@@ -213,13 +219,13 @@ impl Resolution {
 }
 
 /// Resolves winners over `runs` (run i belongs to `sources[i]`), calling `emit` with each key
-/// that goes into key metadata, in key order. Sequential; works for every key kind.
+/// that goes into key metadata (hot or cold), in key order. Sequential; works for every key kind.
 pub fn resolve(
     runs: Vec<RunReader>,
     sources: &[Source],
     kind: ComparisonKind,
     ttl: TtlSettings,
-    mut emit: impl FnMut(&[u8], KeyRecord) -> anyhow::Result<()>,
+    mut emit: impl FnMut(KeySet, &[u8], KeyRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<Resolution> {
     debug_assert_eq!(runs.len(), sources.len());
     let largest = runs.iter().filter_map(|r| r.header.max_comparison).max();
@@ -233,8 +239,8 @@ pub fn resolve(
             let candidate = Candidate::new(source, next.comparison, next.doc_id, next.deleted);
             group.add(candidate, sources);
         }
-        if let Some(record) = resolver.settle(&group) {
-            first.with_key(|key| emit(key, record))?;
+        if let Some((set, record)) = resolver.settle(&group) {
+            first.with_key(|key| emit(set, key, record))?;
         }
     }
     Ok(resolver.finish())

@@ -55,14 +55,23 @@ async fn ensure_run(
     match store.download_to(&run_key, &local_run).await {
         Ok(_) => {
             // Verified whole here: the resolution reads it in slices and cannot.
-            let header = {
-                let path = local_run.clone();
-                tokio::task::spawn_blocking(move || RunFile::open(&path, true))
-                    .await??
-                    .header
+            let path = local_run.clone();
+            let checked = match tokio::task::spawn_blocking(move || RunFile::open(&path, true))
+                .await?
+            {
+                Ok(run) => check_source(&run.header, &run_key, &segment.name, &segment.checksum)
+                    .map_err(anyhow::Error::from),
+                Err(err) => Err(anyhow::Error::from(err)),
             };
-            check_source(&header, &run_key, &segment.name, &segment.checksum)?;
-            return Ok((local_run, true));
+            match checked {
+                Ok(()) => return Ok((local_run, true)),
+                Err(err) => {
+                    // A run is a cache of its segment: a damaged one is rebuilt from the
+                    // segment (checked against the catalog) and stored again.
+                    tracing::warn!(run = %run_key, segment = %segment.name, "key run object is damaged; rebuilding it from the segment: {err:#}");
+                    store.delete(&run_key).await?;
+                }
+            }
         }
         Err(StorageError::NotFound { .. }) => {}
         Err(err) => return Err(err.into()),

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{BlockBasedOptions, DBCompressionType, Options, SstFileWriter};
 
+use super::record::{KeyRecord, KeySet};
+
 /// Default table format_version: readable by RocksDB 6.x and 7.x servers.
 pub const DEFAULT_FORMAT_VERSION: i32 = 5;
 
@@ -98,14 +100,59 @@ impl<'a> SstSplitter<'a> {
     }
 }
 
-impl super::ranges::KeySink for SstSplitter<'_> {
-    type Output = Vec<SstFile>;
+/// The SST files of both key sets (`KeySet`), each in key order.
+#[derive(Debug, Clone, Default)]
+pub struct KeySetFiles {
+    pub hot: Vec<SstFile>,
+    pub cold: Vec<SstFile>,
+}
 
-    fn put(&mut self, key: &[u8], record: super::record::KeyRecord) -> anyhow::Result<()> {
-        SstSplitter::put(self, key, &record.encode())
+impl KeySetFiles {
+    /// Both sets' files, one list after the other in key order.
+    pub fn extend(&mut self, other: KeySetFiles) {
+        self.hot.extend(other.hot);
+        self.cold.extend(other.cold);
+    }
+}
+
+/// Writes hot keys to `{name}-{n}.sst` and cold keys to `{name}-cold-{n}.sst`; the cold splitter
+/// opens a file only when a cold key comes.
+pub struct SetSplitters<'a> {
+    hot: SstSplitter<'a>,
+    cold: SstSplitter<'a>,
+}
+
+impl<'a> SetSplitters<'a> {
+    pub fn new(options: &'a Options, dir: &Path, name: &str, max_entries: u64) -> SetSplitters<'a> {
+        SetSplitters {
+            hot: SstSplitter::new(options, dir, name, max_entries),
+            cold: SstSplitter::new(options, dir, &format!("{name}-cold"), max_entries),
+        }
+    }
+
+    pub fn put(&mut self, set: KeySet, key: &[u8], record: &KeyRecord) -> anyhow::Result<()> {
+        match set {
+            KeySet::Hot => self.hot.put(key, &record.encode()),
+            KeySet::Cold => self.cold.put(key, &record.encode()),
+        }
+    }
+
+    pub fn finish(self) -> anyhow::Result<KeySetFiles> {
+        Ok(KeySetFiles {
+            hot: self.hot.finish()?,
+            cold: self.cold.finish()?,
+        })
+    }
+}
+
+impl super::ranges::KeySink for SetSplitters<'_> {
+    type Output = KeySetFiles;
+
+    fn put(&mut self, set: KeySet, key: &[u8], record: KeyRecord) -> anyhow::Result<()> {
+        SetSplitters::put(self, set, key, &record)
     }
 
     fn finish(self) -> anyhow::Result<Self::Output> {
-        SstSplitter::finish(self)
+        SetSplitters::finish(self)
     }
 }

@@ -1,8 +1,11 @@
 //! The oracle test: random upsert streams resolved by a naive model and by the real engine
 //! (segment files -> key runs with forced spilling -> merge/resolve) must give identical bitmaps
-//! and identical key metadata.
+//! and identical key metadata (hot and cold key sets). And the tail: a snapshot of some segments
+//! plus the later segments resolved row by row against it (`tail`, what a loader does), and every
+//! segment resolved row by row from nothing (the slow path), must both equal the model over all
+//! segments.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
@@ -11,8 +14,10 @@ use roaring::RoaringBitmap;
 
 use super::keyrun::{build_run, RunFile, RunReader};
 use super::ranges::{resolve_in_ranges, KeySink, RangePlan};
-use super::record::{ComparisonKind, KeyRecord};
+use super::read::SegmentBitmaps;
+use super::record::{ComparisonKind, KeyRecord, KeySet};
 use super::resolve::{resolve, Source, TtlSettings};
+use super::tail::{load_watermark, KeyCounts, KeyStore, MemoryKeys, Tail, TailRow};
 use crate::keys::{encode_key_into, metadata_key};
 use crate::segment::{SegmentWriter, WriteOptions};
 use crate::table::{PrimaryKeyHash, TableConfig};
@@ -85,13 +90,11 @@ type Version = (i64, i64, u32, bool, usize);
 /// Segments, composite key?, hashed key?, deleted_keys_ttl, metadata_ttl, spill threshold.
 type Case = (Vec<Vec<Row>>, bool, bool, Option<f64>, Option<f64>, usize);
 
+/// Key metadata of both sets: each key with the set it is in.
+type Metadata = BTreeMap<Vec<u8>, (KeySet, KeyRecord)>;
+
 /// validDocIds, queryableDocIds, key metadata, expired tombstones kept beside older rows.
-type Expected = (
-    Vec<RoaringBitmap>,
-    Vec<RoaringBitmap>,
-    BTreeMap<Vec<u8>, KeyRecord>,
-    u64,
-);
+type Expected = (Vec<RoaringBitmap>, Vec<RoaringBitmap>, Metadata, u64);
 
 /// The naive model of DESIGN.md section 3: group every row by key, take the maximum.
 fn model(
@@ -137,17 +140,17 @@ fn model(
         if !deleted {
             queryable[index].insert(doc);
         }
-        if !old(ttl.metadata_ttl) {
-            metadata.insert(
-                key,
-                KeyRecord {
-                    segment_id: 100 + index as u64,
-                    doc_id: doc,
-                    comparison: comparison as u64,
-                    deleted,
-                },
-            );
-        }
+        let set = match old(ttl.metadata_ttl) {
+            true => KeySet::Cold,
+            false => KeySet::Hot,
+        };
+        let record = KeyRecord {
+            segment_id: 100 + index as u64,
+            doc_id: doc,
+            comparison: comparison as u64,
+            deleted,
+        };
+        metadata.insert(key, (set, record));
     }
     (valid, queryable, metadata, kept)
 }
@@ -187,17 +190,23 @@ fn engine(
         &sources,
         ComparisonKind::Integer,
         ttl,
-        |key, record| {
+        |set, key, record| {
             assert!(
                 last_key.as_deref().is_none_or(|last| last < key),
                 "key metadata must come in key order"
             );
             last_key = Some(key.to_vec());
-            metadata.insert(key.to_vec(), record);
+            metadata.insert(key.to_vec(), (set, record));
             Ok(())
         },
     )
     .unwrap();
+    let cold = metadata.values().filter(|(set, _)| *set == KeySet::Cold);
+    assert_eq!(resolution.cold_keys, cold.count() as u64);
+    assert_eq!(
+        resolution.live_keys,
+        resolution.metadata_keys + resolution.cold_keys
+    );
     let sequential = (
         resolution.valid,
         resolution.queryable,
@@ -219,8 +228,8 @@ fn engine(
                 .unwrap();
             let keys: Vec<Vec<u8>> = parts.iter().flatten().map(|(k, _)| k.clone()).collect();
             assert!(keys.windows(2).all(|w| w[0] < w[1]), "ranges in key order");
-            let metadata: BTreeMap<Vec<u8>, KeyRecord> = parts.into_iter().flatten().collect();
-            assert_eq!(resolution.metadata_keys, metadata.len() as u64);
+            let metadata: Metadata = parts.into_iter().flatten().collect();
+            assert_eq!(resolution.live_keys, metadata.len() as u64);
             let parallel = (
                 resolution.valid,
                 resolution.queryable,
@@ -235,13 +244,13 @@ fn engine(
 
 /// Collects one range's key metadata in memory.
 #[derive(Default)]
-struct Collect(Vec<(Vec<u8>, KeyRecord)>);
+struct Collect(Vec<(Vec<u8>, (KeySet, KeyRecord))>);
 
 impl KeySink for Collect {
-    type Output = Vec<(Vec<u8>, KeyRecord)>;
+    type Output = Vec<(Vec<u8>, (KeySet, KeyRecord))>;
 
-    fn put(&mut self, key: &[u8], record: KeyRecord) -> anyhow::Result<()> {
-        self.0.push((key.to_vec(), record));
+    fn put(&mut self, set: KeySet, key: &[u8], record: KeyRecord) -> anyhow::Result<()> {
+        self.0.push((key.to_vec(), (set, record)));
         Ok(())
     }
 
@@ -292,6 +301,120 @@ proptest! {
     }
 }
 
+/// Resolves segments `covered..` row by row against the state `base` (the resolution of segments
+/// `..covered`, as a snapshot holds it; nothing when `covered` is 0), as a loader does.
+fn load_tail(
+    table: &TableConfig,
+    base: &Expected,
+    segments: &[Vec<Row>],
+    covered: usize,
+    sequences: &[i64],
+    metadata_ttl: Option<f64>,
+) -> Expected {
+    let kind = ComparisonKind::Integer;
+    let id = |index: usize| 100 + index as u64;
+    let mut keys = MemoryKeys::default();
+    let mut bitmaps = BTreeMap::new();
+    let mut counts = KeyCounts::default();
+    for index in 0..covered {
+        let (valid, queryable) = (base.0[index].clone(), base.1[index].clone());
+        bitmaps.insert(id(index) as i64, SegmentBitmaps { valid, queryable });
+    }
+    for (key, (set, record)) in &base.2 {
+        keys.put(*set, key, *record).unwrap();
+        match set {
+            KeySet::Hot => counts.hot += 1,
+            KeySet::Cold => counts.cold += 1,
+        }
+    }
+    let largest = |segments: &[Vec<Row>]| {
+        (segments.iter().flatten())
+            .map(|r| r.comparison as f64)
+            .reduce(f64::max)
+    };
+    let split_by = load_watermark(metadata_ttl, largest(&segments[..covered]));
+    let watermark = load_watermark(metadata_ttl, largest(segments));
+    let known: HashMap<u64, i64> = (0..segments.len()).map(|i| (id(i), sequences[i])).collect();
+    let mut tail = Tail::new(kind, watermark, &known, counts);
+    tail.rebalance(&mut keys, split_by).unwrap();
+    for (index, rows) in segments.iter().enumerate().skip(covered) {
+        for (doc, row) in rows.iter().enumerate() {
+            let row_in_tail = TailRow {
+                comparison: kind.sortable_from_natural(row.comparison as u64),
+                doc_id: doc as u32,
+                deleted: row.deleted,
+            };
+            let place = (id(index), sequences[index]);
+            let key = metadata_key_of(table, row);
+            tail.apply(&mut keys, &mut bitmaps, place, &key, row_in_tail)
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        tail.counts,
+        KeyCounts {
+            hot: keys.hot.len() as u64,
+            cold: keys.cold.len() as u64
+        },
+        "key counts"
+    );
+    let bitmap = |index: usize| {
+        bitmaps
+            .get(&(id(index) as i64))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let metadata = (keys.hot.into_iter().map(|(k, r)| (k, (KeySet::Hot, r))))
+        .chain(keys.cold.into_iter().map(|(k, r)| (k, (KeySet::Cold, r))))
+        .collect();
+    (
+        (0..segments.len()).map(|i| bitmap(i).valid).collect(),
+        (0..segments.len()).map(|i| bitmap(i).queryable).collect(),
+        metadata,
+        0,
+    )
+}
+
+/// Segments covered by a snapshot, segments after it, composite key?, hashed key?,
+/// metadata_ttl, spill threshold.
+type TailCase = (Vec<Vec<Row>>, Vec<Vec<Row>>, bool, bool, Option<f64>, usize);
+
+fn tail_case_strategy() -> impl Strategy<Value = TailCase> {
+    let segments = || prop::collection::vec(prop::collection::vec(row_strategy(), 0..40), 1..4);
+    (
+        segments(),
+        segments(),
+        any::<bool>(),
+        any::<bool>(),
+        prop::option::of(1.0f64..6.0),
+        1usize..50,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// Late rows of every kind (newer than everything, newer than a cold key's winner but below
+    /// the watermark, older than the winner, tombstones) against a snapshot whose keys went
+    /// cold: the loaded state is the model's over all segments, hot and cold sets included.
+    /// Without `deleted_keys_ttl`: a forgotten tombstone is forgotten by design.
+    #[test]
+    fn a_tail_resolved_against_a_snapshot_matches_the_model((covered, later, composite, hashed, metadata_ttl, spill_at) in tail_case_strategy()) {
+        let hash = if hashed { PrimaryKeyHash::Xxh3_128 } else { PrimaryKeyHash::None };
+        let ttl = TtlSettings { deleted_keys_ttl: None, metadata_ttl };
+        let table = table(composite, hash, ttl);
+        let all: Vec<Vec<Row>> = covered.iter().chain(&later).cloned().collect();
+        let sequences: Vec<i64> = (0..all.len() as i64).map(|i| i * 2 + 1).collect();
+        let expected = model(&table, &all, &sequences, ttl);
+        let snapshot = engine(&table, &covered, &sequences[..covered.len()], ttl, spill_at);
+        let loaded = load_tail(&table, &snapshot, &all, covered.len(), &sequences, metadata_ttl);
+        prop_assert_eq!(&loaded, &expected, "snapshot plus tail");
+        let empty = (Vec::new(), Vec::new(), BTreeMap::new(), 0);
+        let slow = load_tail(&table, &empty, &all, 0, &sequences, metadata_ttl);
+        prop_assert_eq!(&slow, &expected, "every segment through the compare path");
+    }
+}
+
 #[test]
 fn processing_order_does_not_matter() {
     // The same rows with segments given in another order (sequences travel with them) resolve to
@@ -314,7 +437,7 @@ fn processing_order_does_not_matter() {
     let mut flipped_valid = backward.0.clone();
     flipped_valid.reverse();
     assert_eq!(forward.0, flipped_valid);
-    let keys = |m: &BTreeMap<Vec<u8>, KeyRecord>| m.keys().cloned().collect::<BTreeSet<_>>();
+    let keys = |m: &Metadata| m.keys().cloned().collect::<BTreeSet<_>>();
     assert_eq!(keys(&forward.2), keys(&backward.2));
 }
 
@@ -363,4 +486,5 @@ fn a_tombstone_is_not_forgotten_while_an_older_version_survives() {
     assert!(!valid[0].contains(2), "key 2's lone tombstone is forgotten");
     assert!(queryable[0].is_empty());
     assert_eq!(metadata.len(), 2, "key 1 (deleted) and key 3");
+    assert!(metadata.values().all(|(set, _)| *set == KeySet::Hot));
 }

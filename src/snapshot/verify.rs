@@ -11,8 +11,9 @@ use super::keyrun::build_run;
 use super::manifest::Manifest;
 use super::read::{fetch_key_files, load_bitmap, load_manifest, KeyLayers, SnapshotError};
 use super::record::ComparisonKind;
+use super::record::KeySet;
 use super::resolve::{Resolution, Source, TtlSettings};
-use super::sst::{sst_options, SstFile};
+use super::sst::{sst_options, KeySetFiles, SstFile};
 use crate::catalog::{Catalog, SegmentRow, SegmentState};
 use crate::storage::{Expected, StorageError, Store};
 use crate::table::TableConfig;
@@ -99,13 +100,20 @@ pub async fn verify_partition(
         }
         Err(err) => return Err(err.into()),
     };
-    let recomputed: Vec<_> = recomputed.into_iter().map(|sst| sst.path).collect();
+    let paths = |files: Vec<SstFile>| files.into_iter().map(|sst| sst.path).collect::<Vec<_>>();
+    let KeySetFiles { hot, cold } = recomputed;
     let (work, version) = (work.to_path_buf(), manifest.sst_format_version);
-    let (keys_checked, key_differences) =
-        tokio::task::spawn_blocking(move || compare_key_files(&work, version, stored, recomputed))
-            .await??;
-    verdict.keys_checked = keys_checked;
-    verdict.differences.extend(key_differences);
+    let (hot, cold) = (paths(hot), paths(cold));
+    let compared = tokio::task::spawn_blocking(move || {
+        let hot = compare_key_files(&work, version, KeySet::Hot, stored.hot, hot)?;
+        let cold = compare_key_files(&work, version, KeySet::Cold, stored.cold, cold)?;
+        anyhow::Ok([hot, cold])
+    })
+    .await??;
+    for (keys_checked, key_differences) in compared {
+        verdict.keys_checked += keys_checked;
+        verdict.differences.extend(key_differences);
+    }
     Ok(verdict)
 }
 
@@ -181,7 +189,7 @@ async fn recompute(
     run_paths: Vec<PathBuf>,
     work: &Path,
     options: &PrebuildOptions,
-) -> anyhow::Result<(Resolution, Vec<SstFile>)> {
+) -> anyhow::Result<(Resolution, KeySetFiles)> {
     let sources: Vec<Source> = manifest
         .segments
         .iter()
@@ -246,19 +254,24 @@ async fn compare_bitmaps(
 /// One RocksDB entry as the iterator yields it.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
 
+/// Compares one key set of the snapshot with the recomputed one, entry by entry.
 fn compare_key_files(
     work: &Path,
     format_version: i32,
+    set: KeySet,
     snapshot: KeyLayers,
     recomputed: Vec<std::path::PathBuf>,
 ) -> anyhow::Result<(u64, Vec<String>)> {
     let open = |name: &str| -> anyhow::Result<rocksdb::DB> {
         let mut options = sst_options(format_version);
         options.create_if_missing(true);
-        Ok(rocksdb::DB::open(&options, work.join(name))?)
+        Ok(rocksdb::DB::open(
+            &options,
+            work.join(format!("{name}-{set:?}")),
+        )?)
     };
     let stored = open("db-snapshot")?;
-    snapshot.ingest_into(&stored, false)?;
+    snapshot.ingest_into(&stored, None, false)?;
     let fresh = open("db-recomputed")?;
     if !recomputed.is_empty() {
         fresh.ingest_external_file(recomputed)?;
@@ -295,8 +308,12 @@ fn compare_key_files(
     }
     let mut differences = Vec::new();
     if mismatches > 0 {
+        let name = match set {
+            KeySet::Hot => "key metadata",
+            KeySet::Cold => "cold key set",
+        };
         differences.push(format!(
-            "key metadata: {mismatches} entries differ, e.g. {}",
+            "{name}: {mismatches} entries differ, e.g. {}",
             examples.join("; ")
         ));
     }

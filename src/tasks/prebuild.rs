@@ -33,6 +33,7 @@ impl TypedTask for Prebuild {
                 &args.table,
                 args.partition,
                 context.queued_job_id(),
+                args.force,
                 &services.prebuild,
             )
             .await?;

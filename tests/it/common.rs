@@ -344,7 +344,8 @@ impl TestEnv {
         child
     }
 
-    /// Every object under the store root, as keys.
+    /// Every object of the tables (under `tables/`), as keys: the store's marker object
+    /// (`binding`) is not one of them.
     pub fn objects(&self) -> std::collections::BTreeSet<String> {
         if self.store_url.starts_with("s3://") {
             let store = self.store();
@@ -361,7 +362,7 @@ impl TestEnv {
         }
         let root = PathBuf::from(&self.store_url);
         let mut found = std::collections::BTreeSet::new();
-        let mut stack = vec![root.clone()];
+        let mut stack = vec![root.join("tables")];
         while let Some(dir) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
@@ -551,7 +552,7 @@ impl TestEnv {
     }
 
     /// Loads `table`/`partition` from its newest snapshot and without one (every segment through
-    /// the compare path), asserts the two are identical (key metadata, validDocIds and
+    /// the compare path), asserts the two are identical (hot and cold key sets, validDocIds and
     /// queryableDocIds), and returns the report of the load from the snapshot.
     pub fn assert_bootstrap_exact(
         &self,
@@ -604,7 +605,18 @@ impl TestEnv {
                 fast.dump_keys().unwrap() == slow.dump_keys().unwrap(),
                 "{tag}: the key metadata of load {first:?} differs from load {second:?}'s: {report:?}"
             );
+            assert!(
+                fast.dump_cold_keys().unwrap() == slow.dump_cold_keys().unwrap(),
+                "{tag}: the cold key set of load {first:?} differs from load {second:?}'s: {report:?}"
+            );
             assert_eq!(report.keys, slow.report.keys, "{tag}");
+            assert_eq!(report.cold_keys, slow.report.cold_keys, "{tag}");
+            assert_eq!(report.keys, fast.dump_keys().unwrap().len() as u64, "{tag}");
+            assert_eq!(
+                report.cold_keys,
+                fast.dump_cold_keys().unwrap().len() as u64,
+                "{tag}"
+            );
             drop((fast, slow));
             let _ = std::fs::remove_dir_all(&fast_dir);
             let _ = std::fs::remove_dir_all(&slow_dir);

@@ -348,6 +348,12 @@ fn the_console_shows_what_the_cli_reports_and_writes_only_with_its_token() {
     assert_eq!(code, 400);
     let (code, _) = http(port, "GET", "/jobs/999999999", "");
     assert_eq!(code, 404);
+    // A NUL byte in a filter or a name is a bad request, not a server error (issue 26).
+    for path in ["/jobs?kind=a%00b", "/jobs?table=%00", "/tables/orders%00x"] {
+        let (code, body) = http(port, "GET", path, "");
+        assert_eq!(code, 400, "{path}: {body}");
+        assert!(body.contains("NUL"), "{path}: {body}");
+    }
     sigterm(&worker);
     assert!(worker.wait().unwrap().success(), "{}", log());
     env.wait_job_state(&failed, "discarded");

@@ -16,6 +16,8 @@ mod lineage;
 mod liveness;
 mod lost_commit;
 mod merge;
+mod metadata_ttl;
+mod misuse;
 mod pipeline;
 mod proxy;
 mod queue;

@@ -120,7 +120,7 @@ async fn a_manifest_of_an_unknown_format_is_refused() {
     let key = snapshots[0]["manifest_key"].as_str().unwrap();
     let path = object(&env, key);
     let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    manifest["format"] = json!(3);
+    manifest["format"] = json!(4);
     let bytes = serde_json::to_vec(&manifest).unwrap();
     std::fs::write(&path, &bytes).unwrap();
     let checksum = upsert_minion::storage::sha256_hex(&bytes);
@@ -131,7 +131,7 @@ async fn a_manifest_of_an_unknown_format_is_refused() {
     .await;
     let err = bootstrap_fails(&env, "a");
     assert!(
-        err.contains("has format 3, but this minion reads formats 1 and 2"),
+        err.contains("has format 4, but this minion reads formats 1 to 3"),
         "{err}"
     );
 }

@@ -49,7 +49,7 @@ pub async fn run(context: &Context, args: CompactBenchArgs) -> anyhow::Result<()
         "bench compact: {} rows over {} keys, segments of {} rows",
         args.rows, args.keys, args.segment_rows
     );
-    let (name, table) = bench_table(context, args.rows, args.keys, args.segment_rows).await?;
+    let (name, table) = bench_table(context, args.rows, args.keys, args.segment_rows, None).await?;
     let services = context.services().await?;
     let catalog = &services.catalog;
     prebuild(
@@ -58,6 +58,7 @@ pub async fn run(context: &Context, args: CompactBenchArgs) -> anyhow::Result<()
         &name,
         0,
         None,
+        false,
         &context.settings.prebuild,
     )
     .await?;

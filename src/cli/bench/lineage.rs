@@ -3,6 +3,7 @@
 //! follow-up prebuild (the snapshot mapped through lineage, against the slow path in the same
 //! run) and the follow-up prebuild itself (against the from-scratch prebuild of the same run).
 
+use crate::binding::Access;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -63,7 +64,7 @@ pub(super) async fn after_compaction(
     let work = tempfile::Builder::new()
         .prefix("minion-bench-lineage-")
         .tempdir_in(&context.settings.staging_dir)?;
-    let store = context.store()?;
+    let store = context.store(Access::Write).await?;
     let load = |use_snapshot: bool, dir: &'static str| {
         let options = BootstrapOptions {
             use_snapshot,

@@ -57,19 +57,24 @@ fn local_store_dir(context: &Context, bench: &str) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(store.trim_start_matches("file://")))
 }
 
-/// Creates a one-partition copy of the example `orders` table under a fresh name and ingests a
-/// generated stream of `rows` over `keys` uniform keys into it; shared by the benchmarks.
+/// Creates a one-partition copy of the example `orders` table under a fresh name (with
+/// `metadata_ttl` in ms when given) and ingests a generated stream of `rows` over `keys` uniform
+/// keys into it (one row per ms); shared by the benchmarks.
 async fn bench_table(
     context: &Context,
     rows: u64,
     keys: u64,
     segment_rows: usize,
+    metadata_ttl: Option<u64>,
 ) -> anyhow::Result<(String, TableConfig)> {
     let catalog = context.catalog().await?;
     let name = format!("bench_{:08x}", rand::random::<u32>());
-    let text = include_str!("../../../examples/tables/orders.toml")
+    let mut text = include_str!("../../../examples/tables/orders.toml")
         .replace("name = \"orders\"", &format!("name = \"{name}\""))
         .replace("partitions = 4", "partitions = 1");
+    if let Some(ttl) = metadata_ttl {
+        text = text.replace("[ttl]\n", &format!("[ttl]\nmetadata_ttl = {ttl}\n"));
+    }
     let table = TableConfig::from_toml(&text, "bench table")?;
     catalog.create_table(&table).await?;
     println!("table {name}");

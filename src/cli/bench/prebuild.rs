@@ -1,6 +1,7 @@
 //! `minion bench prebuild`: prebuild speed and memory on a generated table, the DuckDB baseline
 //! computing the same winners on the same files, and bootstrap time with vs without the snapshot.
 
+use crate::binding::Access;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -40,13 +41,24 @@ pub struct PrebuildBenchArgs {
     /// Segments merged into one in that scenario.
     #[arg(long, default_value_t = 3)]
     pub merge_segments: usize,
+    /// Give the table this `metadata_ttl` (ms of `updated_at`; the stream advances 1 ms a row),
+    /// to measure the hot and cold key sets against a run without it.
+    #[arg(long)]
+    pub metadata_ttl: Option<u64>,
 }
 
 pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<()> {
     let store_dir = local_store_dir(context, "prebuild")?;
     let catalog = context.catalog().await?;
     println!("bench prebuild: {} rows over {} keys", args.rows, args.keys);
-    let (name, _table) = bench_table(context, args.rows, args.keys, args.segment_rows).await?;
+    let (name, _table) = bench_table(
+        context,
+        args.rows,
+        args.keys,
+        args.segment_rows,
+        args.metadata_ttl,
+    )
+    .await?;
 
     // Prebuild from scratch in a child process, so its peak RSS is its own.
     let (prebuild_seconds, max_rss_kib) = prebuild_child(context, &name).await?;
@@ -55,6 +67,15 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
         .await?
         .ok_or_else(|| anyhow::anyhow!("prebuild published nothing"))?;
     let keys = snapshot.key_count as u64;
+    let manifest = {
+        let manifest_bytes = context
+            .store(Access::Write)
+            .await?
+            .get(&snapshot.manifest_key)
+            .await?;
+        crate::snapshot::Manifest::parse(&snapshot.manifest_key, &manifest_bytes)?
+    };
+    let cold_keys = manifest.cold_key_count();
 
     // DuckDB on the same files, given in sequence order (its tie-break after the comparison).
     let mut segments = catalog.segments(&name, Some(0), None).await?;
@@ -89,7 +110,7 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
     let work = tempfile::Builder::new()
         .prefix("minion-bench-")
         .tempdir_in(&context.settings.staging_dir)?;
-    let store = context.store()?;
+    let store = context.store(Access::Write).await?;
     let mut bootstrap_seconds = Vec::new();
     for use_snapshot in [true, false] {
         if !use_snapshot && args.skip_slow_path {
@@ -107,17 +128,17 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
             .join(if use_snapshot { "with" } else { "without" });
         let loaded = bootstrap(catalog, &store, &name, 0, &dir, &options).await?;
         anyhow::ensure!(
-            loaded.report.keys == keys,
-            "bootstrap found {} keys, the snapshot {keys}",
-            loaded.report.keys
+            (loaded.report.keys, loaded.report.cold_keys) == (keys, cold_keys),
+            "bootstrap found {} hot and {} cold keys, the snapshot {keys} and {cold_keys}",
+            loaded.report.keys,
+            loaded.report.cold_keys
         );
         bootstrap_seconds.push(loaded.report.seconds);
     }
-    let sst_bytes: u64 = {
-        let manifest_bytes = store.get(&snapshot.manifest_key).await?;
-        let manifest = crate::snapshot::Manifest::parse(&snapshot.manifest_key, &manifest_bytes)?;
-        manifest.key_files.iter().map(|f| f.file.size).sum()
+    let bytes = |files: &[crate::snapshot::manifest::KeyFile]| -> u64 {
+        files.iter().map(|f| f.file.size).sum()
     };
+    let (sst_bytes, cold_sst_bytes) = (bytes(&manifest.key_files), bytes(&manifest.cold_key_files));
     let mut figures = json!({
         "benchmark": "prebuild",
         "rows": args.rows,
@@ -131,6 +152,11 @@ pub async fn run(context: &Context, args: PrebuildBenchArgs) -> anyhow::Result<(
         "prebuild_peak_rss_mib": max_rss_kib as f64 / 1024.0,
         "rss_bytes_per_key": max_rss_kib as f64 * 1024.0 / keys.max(1) as f64,
         "sst_bytes_per_key": sst_bytes as f64 / keys.max(1) as f64,
+        "metadata_ttl": args.metadata_ttl,
+        "hot_keys": keys,
+        "cold_keys": cold_keys,
+        "hot_sst_bytes": sst_bytes,
+        "cold_sst_bytes": cold_sst_bytes,
         "duckdb_seconds": duckdb_seconds,
         "prebuild_vs_duckdb": duckdb_seconds / prebuild_seconds,
         "duckdb_group_only_seconds": duckdb["group_only_seconds"],

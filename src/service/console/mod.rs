@@ -87,7 +87,22 @@ pub fn router(console: Console) -> Router {
         .route("/console/console.css", get(stylesheet))
         .route("/console/console.js", get(script))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(refuse_nul))
         .with_state(Arc::new(console))
+}
+
+/// No name, filter or id holds a NUL byte, and Postgres refuses text that does: a request whose
+/// path or query has one (`%00`) is answered 400 before any handler, not 500 from the catalog.
+async fn refuse_nul(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = request.uri().to_string();
+    if uri.to_ascii_lowercase().contains("%00") || uri.contains('\0') {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the request's path or query holds a NUL byte (%00), which no name, filter or id can contain",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// A page, with the headers every page carries: nothing from elsewhere may load, nothing may

@@ -27,7 +27,7 @@ pub async fn list(State(console): State<Shared>) -> Response {
     };
     let body = html! {
         @if tables.is_empty() {
-            p.muted { "No table yet: create one with `minion table create`." }
+            p.muted { "No table yet: create one with `minion table create --file TABLE.toml`." }
         } @else {
             table #tables {
                 thead { tr {

@@ -139,6 +139,14 @@ impl Store {
         })
     }
 
+    /// The directory `url` names, if it is a local store whose directory does not exist.
+    pub fn missing_local_dir(url: &str) -> Option<PathBuf> {
+        if url.starts_with("memory://") {
+            return None;
+        }
+        local_dir_of(url).ok().filter(|dir| !dir.exists())
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

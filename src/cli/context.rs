@@ -10,7 +10,7 @@ use crate::config::{DatabaseSetting, Settings};
 use crate::devdb;
 use crate::job::Services;
 use crate::queue::Queue;
-use crate::storage::Store;
+use crate::storage::{StorageError, Store};
 
 pub struct Context {
     pub settings: Settings,
@@ -82,11 +82,28 @@ impl Context {
     /// The store, checked to be the catalog's (`binding`): a write binds a catalog that has no
     /// store yet; a read never binds, and never creates a local store directory.
     pub async fn store(&self, access: Access) -> anyhow::Result<Store> {
+        let catalog = self.catalog().await?;
         let store = match access {
-            Access::Read => Store::open_existing(&self.settings.store)?,
+            Access::Read => match Store::open_existing(&self.settings.store) {
+                Ok(store) => store,
+                // A local directory that does not exist holds nothing: fine for a catalog that
+                // never wrote (an empty store stands in), the wrong store for one that did.
+                Err(missing @ StorageError::BadUrl { .. })
+                    if Store::missing_local_dir(&self.settings.store).is_some() =>
+                {
+                    match catalog.store_binding().await? {
+                        Some(bound) => anyhow::bail!(
+                            "{missing}; this catalog's objects are in store {}",
+                            bound.store_url
+                        ),
+                        None => return Ok(Store::open("memory://")?),
+                    }
+                }
+                Err(err) => return Err(err.into()),
+            },
             Access::Write => Store::open(&self.settings.store)?,
         };
-        check_store(self.catalog().await?, &store, access).await?;
+        check_store(catalog, &store, access).await?;
         Ok(store)
     }
 }

@@ -314,36 +314,7 @@ fn a_snapshot_without_a_cold_key_set_is_not_used_for_a_table_with_metadata_ttl()
     prebuild(&env, 0);
     prebuild(&env, 1);
 
-    // Rewrite the manifest as an older minion wrote it: format 1, no cold files.
-    let snapshot: Vec<Value> = env.json(&[
-        "snapshot",
-        "ls",
-        "--table",
-        "late",
-        "--partition",
-        "0",
-        "--json",
-    ]);
-    let key = snapshot[0]["manifest_key"].as_str().unwrap().to_string();
-    let root = std::path::PathBuf::from(&env.store_url);
-    let mut old: Value = serde_json::from_slice(&std::fs::read(root.join(&key)).unwrap()).unwrap();
-    assert_eq!(old["format"], 3, "{old}");
-    old["format"] = json!(1);
-    old.as_object_mut().unwrap().remove("cold_key_files");
-    let old_key = key.replace("manifest.json", "manifest-old.json");
-    let bytes = serde_json::to_vec_pretty(&old).unwrap();
-    std::fs::write(root.join(&old_key), &bytes).unwrap();
-    let checksum = upsert_minion::storage::sha256_hex(&bytes);
-    env.with_catalog(async |_| {
-        let pool = sqlx::PgPool::connect(&env.db.url).await.unwrap();
-        sqlx::query("UPDATE snapshots SET manifest_key = $1, manifest_checksum = $2 WHERE manifest_key = $3")
-            .bind(&old_key)
-            .bind(&checksum)
-            .bind(&key)
-            .execute(&pool)
-            .await
-            .unwrap();
-    });
+    downgrade_newest_snapshot(&env, 0);
 
     // Late rows for the expired keys, older than their winners: never valid.
     let late: Vec<(i64, i64, bool)> = (0..300).map(|id| (id, 50, false)).collect();
@@ -377,4 +348,50 @@ fn a_snapshot_without_a_cold_key_set_is_not_used_for_a_table_with_metadata_ttl()
         "{rebuilt}"
     );
     check(&env, &model, "rebuilt");
+
+    // With nothing new to cover, the prebuild does not call such a snapshot up to date.
+    downgrade_newest_snapshot(&env, 0);
+    let rebuilt = prebuild(&env, 0);
+    assert_eq!(rebuilt["method"], "full", "{rebuilt}");
+    assert!(
+        rebuilt["full_because"]
+            .as_str()
+            .is_some_and(|why| why.contains("predates cold key sets")),
+        "{rebuilt}"
+    );
+    check(&env, &model, "rebuilt again");
+}
+
+/// Rewrites the newest snapshot of `late` partition `partition` as a minion before cold key sets
+/// wrote it: format 1, no cold files (the keys past the TTL in no file).
+fn downgrade_newest_snapshot(env: &TestEnv, partition: u32) {
+    let snapshot: Vec<Value> = env.json(&[
+        "snapshot",
+        "ls",
+        "--table",
+        "late",
+        "--partition",
+        &partition.to_string(),
+        "--json",
+    ]);
+    let key = snapshot[0]["manifest_key"].as_str().unwrap().to_string();
+    let root = std::path::PathBuf::from(&env.store_url);
+    let mut old: Value = serde_json::from_slice(&std::fs::read(root.join(&key)).unwrap()).unwrap();
+    assert_eq!(old["format"], 3, "{old}");
+    old["format"] = json!(1);
+    old.as_object_mut().unwrap().remove("cold_key_files");
+    let old_key = key.replace("manifest.json", "manifest-old.json");
+    let bytes = serde_json::to_vec_pretty(&old).unwrap();
+    std::fs::write(root.join(&old_key), &bytes).unwrap();
+    let checksum = upsert_minion::storage::sha256_hex(&bytes);
+    env.with_catalog(async |_| {
+        let pool = sqlx::PgPool::connect(&env.db.url).await.unwrap();
+        sqlx::query("UPDATE snapshots SET manifest_key = $1, manifest_checksum = $2 WHERE manifest_key = $3")
+            .bind(&old_key)
+            .bind(&checksum)
+            .bind(&key)
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
 }

@@ -231,6 +231,19 @@ fn input_types_are_never_converted_lossily() {
 #[test]
 fn a_catalog_refuses_any_store_but_its_own() {
     let env = orders_env();
+    // Before the first write, reads need no store and make none.
+    env.ok(&["status"]);
+    env.ok(&[
+        "scan",
+        "--table",
+        "orders",
+        "--output",
+        env.path("empty.jsonl").to_str().unwrap(),
+    ]);
+    assert!(
+        !Path::new(&env.store_url).exists(),
+        "a read made the store directory"
+    );
     ingest_rows(&env, "rows.jsonl", 50, &[]);
     let bound = env.store_url.clone();
     let rows = env.path("rows.jsonl").display().to_string();

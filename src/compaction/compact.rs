@@ -1,21 +1,18 @@
 //! `compact`: one segment -> a new segment holding only the rows valid in the newest snapshot that
 //! covers it, in their original order and with the input's sequence, swapped in by
 //! compare-and-swap; the partition's prebuild is queued in the same transaction. See the module
-//! above for why this never loses or resurrects a row.
+//! above for why this never loses or resurrects a row. The work is the shared rewrite pipeline
+//! (`pipeline`) with one input and no sequence guard; what is compact's own is checking that
+//! there is something to do.
 
 use serde::Serialize;
 
-use super::{
-    discard_uploads, prebuild_follow_up, rewrite, CompactionOutcome, CoveringSnapshot,
-    RewriteInput, RewriteStats,
-};
-use crate::catalog::{NewSegment, ReplaceOutcome, SegmentState};
+use super::pipeline::{self, PhaseSeconds, Rewrite};
+use super::{prebuild_follow_up, CompactionOutcome, CoveringSnapshot, RewriteStats};
+use crate::catalog::{ReplaceOutcome, SegmentState};
 use crate::error::Permanent;
-use crate::faults::pause_point;
 use crate::job::Services;
-use crate::segment::new_segment_name;
-use crate::snapshot::read::fetch_segment;
-use crate::snapshot::runs::{write_output_run, OutputRun, OutputRunInput};
+use crate::snapshot::runs::OutputRun;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CompactReport {
@@ -32,6 +29,8 @@ pub struct CompactReport {
     pub row_groups: RewriteStats,
     /// How the output's key run was made, for the follow-up prebuild.
     pub key_run: Option<OutputRun>,
+    /// Where the job's time went.
+    pub phases: PhaseSeconds,
 }
 
 pub async fn compact(
@@ -41,7 +40,6 @@ pub async fn compact(
     job_id: Option<i64>,
 ) -> anyhow::Result<CompactReport> {
     let catalog = &services.catalog;
-    let store = &services.store;
     let table = catalog.table(table_name).await?;
     let Some(segment) = catalog.segment(segment_id).await? else {
         return Err(Permanent(format!("segment {segment_id} does not exist")).into());
@@ -66,6 +64,7 @@ pub async fn compact(
         new_segment_id: None,
         row_groups: RewriteStats::default(),
         key_run: None,
+        phases: PhaseSeconds::default(),
     };
     if segment.state != SegmentState::Online {
         report.outcome = CompactionOutcome::NotOnline;
@@ -86,85 +85,36 @@ pub async fn compact(
         report.outcome = CompactionOutcome::NothingToCompact;
         return Ok(report);
     }
-    let inputs = [(segment.id, segment.checksum.clone())];
-    if valid.is_empty() {
-        // No valid row: drop without rewriting.
-        return finish(
-            catalog
-                .replace_segments(&inputs, &[], None, Some(&follow_up))
-                .await?,
-            report,
-            CompactionOutcome::Dropped,
-            0,
-            0,
-        );
-    }
-
-    let work = tempfile::Builder::new()
-        .prefix("minion-compact-")
-        .tempdir_in(&services.prebuild.staging_dir)?;
-    let local_input = work.path().join("input.parquet");
-    fetch_segment(store, &segment, &local_input).await?;
-    let name = new_segment_name(table_name, partition, segment.sequence);
-    let local_output = work.path().join("output.parquet");
-    let (written, row_groups) = {
-        let table = table.clone();
-        let inputs = vec![RewriteInput {
-            path: local_input,
-            valid: valid.clone(),
-        }];
-        let (output, sequence) = (local_output.clone(), segment.sequence);
-        tokio::task::spawn_blocking(move || {
-            rewrite(&table, partition, sequence, &inputs, &output, true)
-        })
-        .await??
-    };
-    report.row_groups = row_groups;
-    let mut output =
-        NewSegment::for_written(table_name, partition, segment.sequence, name, &written);
-    let run_inputs = [OutputRunInput {
-        segment: &segment,
-        valid: &valid,
-        offset: 0,
-    }];
-    output.lineage = Some(snapshot.lineage(&run_inputs));
-    report.key_run = Some(
-        write_output_run(
-            store,
-            &table,
-            &run_inputs,
-            &output,
-            &local_output,
-            work.path(),
-            services.prebuild.max_run_entries,
-        )
-        .await?,
-    );
-    pause_point("compact:before_upload").await;
-    store
-        .put_file_once(&output.object_key, &local_output)
-        .await?;
-    pause_point("compact:after_upload").await;
-    tracing::debug!(job = ?job_id, segment = segment_id, rows = written.rows, "compacted segment written; swapping");
-    let outcome = catalog
-        .replace_segments(
-            &inputs,
-            &[(output.clone(), vec![segment.id])],
-            None,
-            Some(&follow_up),
-        )
-        .await?;
-    pause_point("compact:after_swap").await;
-    if !matches!(outcome, ReplaceOutcome::Replaced { .. }) {
-        discard_uploads(services, std::slice::from_ref(&output)).await;
-    }
-    finish(
-        outcome,
-        report,
-        CompactionOutcome::Compacted,
-        written.rows,
-        written.bytes,
+    let rewritten = pipeline::run(
+        services,
+        Rewrite {
+            kind: "compact",
+            table: &table,
+            partition,
+            inputs: std::slice::from_ref(&segment),
+            valid: std::slice::from_ref(&valid),
+            snapshot: &snapshot,
+            // One input is one output, whatever its size.
+            target_rows: u64::MAX,
+            guard: None,
+            follow_up: &follow_up,
+        },
     )
+    .await?;
+    tracing::debug!(job = ?job_id, segment = segment_id, outcome = ?rewritten.outcome, "compaction swap answered");
+    report.row_groups = rewritten.row_groups;
+    report.key_run = rewritten.key_runs.first().copied();
+    report.phases = rewritten.phases;
+    let (rows, bytes) = match rewritten.outputs.first() {
+        Some(output) => (output.row_count, output.byte_size),
+        None => (0, 0),
+    };
+    let done = match rewritten.outputs.is_empty() {
+        // No valid row: the segment is dropped without a rewrite.
+        true => CompactionOutcome::Dropped,
+        false => CompactionOutcome::Compacted,
+    };
+    finish(rewritten.outcome, report, done, rows, bytes)
 }
 
 fn finish(

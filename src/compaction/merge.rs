@@ -16,22 +16,20 @@
 //! `sequence_reservations`), and a failed check changes nothing (outcome `sequence_gap`).
 //!
 //! Rows of different inputs never tie inside the output: the snapshot has one valid row per key.
+//!
+//! The work is the shared rewrite pipeline (`pipeline`); what is merge's own is choosing and
+//! checking its inputs and the sequence guard.
 
 use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::{
-    discard_uploads, prebuild_follow_up, rewrite, CompactionOutcome, CoveringSnapshot,
-    RewriteInput, RewriteStats,
-};
-use crate::catalog::{NewSegment, ReplaceOutcome, SegmentRow, SegmentState, SequenceGuard};
+use super::pipeline::{self, PhaseSeconds, Rewrite};
+use super::{prebuild_follow_up, CompactionOutcome, CoveringSnapshot, RewriteStats};
+use crate::catalog::{ReplaceOutcome, SegmentRow, SegmentState, SequenceGuard};
 use crate::error::Permanent;
-use crate::faults::pause_point;
 use crate::job::Services;
-use crate::segment::new_segment_name;
-use crate::snapshot::read::fetch_segment;
-use crate::snapshot::runs::{write_output_run, OutputRun, OutputRunInput};
+use crate::snapshot::runs::OutputRun;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeReport {
@@ -50,6 +48,8 @@ pub struct MergeReport {
     pub key_runs: Vec<OutputRun>,
     /// For `sequence_gap`: the foreign sequence found inside the inputs' range.
     pub gap_sequence: Option<i64>,
+    /// Where the job's time went.
+    pub phases: PhaseSeconds,
 }
 
 pub async fn merge(
@@ -102,6 +102,7 @@ pub async fn merge(
         row_groups: RewriteStats::default(),
         key_runs: Vec::new(),
         gap_sequence: None,
+        phases: PhaseSeconds::default(),
     };
     if inputs.iter().any(|s| s.state != SegmentState::Online) {
         report.outcome = CompactionOutcome::NotOnline;
@@ -137,137 +138,57 @@ pub async fn merge(
         report.gap_sequence = Some(sequence);
         return Ok(report);
     }
-    let mut bitmaps = Vec::with_capacity(inputs.len());
+    let mut valid = Vec::with_capacity(inputs.len());
     for segment in &inputs {
-        bitmaps.push(snapshot.valid_docs(services, segment).await?);
+        valid.push(snapshot.valid_docs(services, segment).await?);
     }
-    let expected: Vec<(i64, String)> = inputs.iter().map(|s| (s.id, s.checksum.clone())).collect();
-
-    // Outputs: consecutive inputs, each output up to the target size (at least one input each).
-    let target = table.compaction.target_segment_rows;
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut group_rows = 0u64;
-    for (index, bitmap) in bitmaps.iter().enumerate() {
-        if bitmap.is_empty() {
-            continue;
-        }
-        let starts_new = groups.is_empty() || group_rows + bitmap.len() > target;
-        if starts_new {
-            groups.push(Vec::new());
-            group_rows = 0;
-        }
-        groups.last_mut().expect("pushed above").push(index);
-        group_rows += bitmap.len();
-    }
-
-    let work = tempfile::Builder::new()
-        .prefix("minion-merge-")
-        .tempdir_in(&services.prebuild.staging_dir)?;
-    let mut locals = Vec::with_capacity(inputs.len());
-    for (index, segment) in inputs.iter().enumerate() {
-        let local = work.path().join(format!("input-{index}.parquet"));
-        if !bitmaps[index].is_empty() {
-            fetch_segment(&services.store, segment, &local).await?;
-        }
-        locals.push(local);
-    }
-    let mut outputs = Vec::with_capacity(groups.len());
-    for (number, group) in groups.iter().enumerate() {
-        let sequence = group
-            .iter()
-            .map(|&index| inputs[index].sequence)
-            .max()
-            .expect("groups are never empty");
-        // Inputs one after the other, in sequence order: each one's rows start where the
-        // previous one's end (`catalog::Lineage`).
-        let mut run_inputs: Vec<OutputRunInput<'_>> = Vec::with_capacity(group.len());
-        let mut next = 0u64;
-        for &index in group {
-            run_inputs.push(OutputRunInput {
-                segment: &inputs[index],
-                valid: &bitmaps[index],
-                offset: next,
-            });
-            next += bitmaps[index].len();
-        }
-        let rewrite_inputs: Vec<RewriteInput> = group
-            .iter()
-            .map(|&index| RewriteInput {
-                path: locals[index].clone(),
-                valid: bitmaps[index].clone(),
-            })
-            .collect();
-        let local_output = work.path().join(format!("output-{number}.parquet"));
-        let (written, stats) = {
-            let (table, output) = (table.clone(), local_output.clone());
-            tokio::task::spawn_blocking(move || {
-                rewrite(&table, partition, sequence, &rewrite_inputs, &output, true)
-            })
-            .await??
-        };
-        report.row_groups.add(&stats);
-        let name = new_segment_name(table_name, partition, sequence);
-        let mut output = NewSegment::for_written(table_name, partition, sequence, name, &written);
-        output.lineage = Some(snapshot.lineage(&run_inputs));
-        report.key_runs.push(
-            write_output_run(
-                &services.store,
-                &table,
-                &run_inputs,
-                &output,
-                &local_output,
-                work.path(),
-                services.prebuild.max_run_entries,
-            )
-            .await?,
-        );
-        pause_point("merge:before_upload").await;
-        services
-            .store
-            .put_file_once(&output.object_key, &local_output)
-            .await?;
-        let sources: Vec<i64> = group.iter().map(|&index| inputs[index].id).collect();
-        outputs.push((output, sources));
-    }
-    pause_point("merge:after_upload").await;
-    tracing::debug!(job = ?job_id, inputs = ?report.input_segment_ids, outputs = outputs.len(), "merged segments written; swapping");
-    let outcome = catalog
-        .replace_segments(&expected, &outputs, Some(&guard), Some(&follow_up))
-        .await?;
-    pause_point("merge:after_swap").await;
-    match outcome {
+    let rewritten = pipeline::run(
+        services,
+        Rewrite {
+            kind: "merge",
+            table: &table,
+            partition,
+            inputs: &inputs,
+            valid: &valid,
+            snapshot: &snapshot,
+            target_rows: table.compaction.target_segment_rows,
+            guard: Some(&guard),
+            follow_up: &follow_up,
+        },
+    )
+    .await?;
+    report.row_groups = rewritten.row_groups;
+    report.key_runs = rewritten.key_runs;
+    report.phases = rewritten.phases;
+    match rewritten.outcome {
         ReplaceOutcome::Replaced { outputs: ids } => {
             report.outcome = if ids.is_empty() {
                 CompactionOutcome::Dropped
             } else {
                 CompactionOutcome::Merged
             };
-            report.rows_after = outputs.iter().map(|(s, _)| s.row_count).sum();
-            report.bytes_after = outputs.iter().map(|(s, _)| s.byte_size).sum();
+            report.rows_after = rewritten.outputs.iter().map(|s| s.row_count).sum();
+            report.bytes_after = rewritten.outputs.iter().map(|s| s.byte_size).sum();
             report.new_segment_ids = ids;
         }
         ReplaceOutcome::InputChanged { segment_id, state } => {
             tracing::info!(
+                job = ?job_id,
                 segment = segment_id,
                 ?state,
                 "merge input changed meanwhile; nothing changed"
             );
-            discard_uploads(services, &uploaded(&outputs)).await;
             report.outcome = CompactionOutcome::InputChanged;
         }
         ReplaceOutcome::SequenceGap { sequence } => {
             tracing::info!(
+                job = ?job_id,
                 sequence,
                 "a foreign sequence lies inside the merge's range; nothing changed"
             );
-            discard_uploads(services, &uploaded(&outputs)).await;
             report.outcome = CompactionOutcome::SequenceGap;
             report.gap_sequence = Some(sequence);
         }
     }
     Ok(report)
-}
-
-fn uploaded(outputs: &[(NewSegment, Vec<i64>)]) -> Vec<NewSegment> {
-    outputs.iter().map(|(output, _)| output.clone()).collect()
 }

@@ -19,11 +19,13 @@
 
 mod compact;
 mod merge;
+mod pipeline;
 mod rewrite;
 mod select;
 
 pub use compact::{compact, CompactReport};
 pub use merge::{merge, MergeReport};
+pub use pipeline::PhaseSeconds;
 pub use rewrite::{rewrite, RewriteInput, RewriteStats};
 pub use select::{plan, CompactionPlan, MergeGroup, SegmentCandidate, SkipReason};
 

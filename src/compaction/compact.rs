@@ -6,6 +6,7 @@
 //! there is something to do.
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::pipeline::{self, PhaseSeconds, Rewrite};
 use super::{prebuild_follow_up, CompactionOutcome, CoveringSnapshot, RewriteStats};
@@ -38,6 +39,7 @@ pub async fn compact(
     table_name: &str,
     segment_id: i64,
     job_id: Option<i64>,
+    cancel: &CancellationToken,
 ) -> anyhow::Result<CompactReport> {
     let catalog = &services.catalog;
     let table = catalog.table(table_name).await?;
@@ -98,6 +100,7 @@ pub async fn compact(
             target_rows: u64::MAX,
             guard: None,
             follow_up: &follow_up,
+            cancel,
         },
     )
     .await?;

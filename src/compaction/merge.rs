@@ -23,6 +23,7 @@
 use std::collections::HashSet;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::pipeline::{self, PhaseSeconds, Rewrite};
 use super::{prebuild_follow_up, CompactionOutcome, CoveringSnapshot, RewriteStats};
@@ -58,6 +59,7 @@ pub async fn merge(
     partition: u32,
     segment_ids: &[i64],
     job_id: Option<i64>,
+    cancel: &CancellationToken,
 ) -> anyhow::Result<MergeReport> {
     let catalog = &services.catalog;
     let table = catalog.table(table_name).await?;
@@ -154,6 +156,7 @@ pub async fn merge(
             target_rows: table.compaction.target_segment_rows,
             guard: Some(&guard),
             follow_up: &follow_up,
+            cancel,
         },
     )
     .await?;

@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use roaring::RoaringBitmap;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
+use super::rewrite::Cancelled;
 use super::{discard_uploads, rewrite, CoveringSnapshot, RewriteInput, RewriteStats};
 use crate::catalog::{NewSegment, ReplaceOutcome, SegmentRow, SequenceGuard};
 use crate::faults::pause_point;
@@ -57,6 +59,9 @@ pub(super) struct Rewrite<'a> {
     pub guard: Option<&'a SequenceGuard>,
     /// The partition's prebuild, queued in the swap's transaction.
     pub follow_up: &'a NewJob,
+    /// The job's token: the rewrite checks it between batches, and nothing is uploaded or swapped
+    /// once it is cancelled.
+    pub cancel: &'a CancellationToken,
 }
 
 /// What the pipeline did.
@@ -80,6 +85,7 @@ pub(super) async fn run(services: &Services, job: Rewrite<'_>) -> anyhow::Result
         target_rows,
         guard,
         follow_up,
+        cancel,
     } = job;
     let groups = group_inputs(valid, target_rows);
     let mut phases = PhaseSeconds::default();
@@ -128,9 +134,17 @@ pub(super) async fn run(services: &Services, job: Rewrite<'_>) -> anyhow::Result
         let local_output = work.path().join(format!("output-{number}.parquet"));
         let started = Instant::now();
         let (written, stats) = {
-            let (table, output) = (table.clone(), local_output.clone());
+            let (table, output, cancel) = (table.clone(), local_output.clone(), cancel.clone());
             tokio::task::spawn_blocking(move || {
-                rewrite(&table, partition, sequence, &rewrite_inputs, &output, true)
+                rewrite(
+                    &table,
+                    partition,
+                    sequence,
+                    &rewrite_inputs,
+                    &output,
+                    true,
+                    &cancel,
+                )
             })
             .await??
         };
@@ -154,6 +168,10 @@ pub(super) async fn run(services: &Services, job: Rewrite<'_>) -> anyhow::Result
         );
         phases.key_run += started.elapsed().as_secs_f64();
         pause_point(&format!("{kind}:before_upload")).await;
+        if cancel.is_cancelled() {
+            discard_uploads(services, &uploaded(&outputs)).await;
+            return Err(Cancelled.into());
+        }
         let started = Instant::now();
         services
             .store
@@ -169,6 +187,10 @@ pub(super) async fn run(services: &Services, job: Rewrite<'_>) -> anyhow::Result
         outputs = outputs.len(),
         "{kind}: outputs written; swapping"
     );
+    if cancel.is_cancelled() {
+        discard_uploads(services, &uploaded(&outputs)).await;
+        return Err(Cancelled.into());
+    }
     let expected: Vec<(i64, String)> = inputs.iter().map(|s| (s.id, s.checksum.clone())).collect();
     let started = Instant::now();
     let outcome = services
@@ -188,6 +210,10 @@ pub(super) async fn run(services: &Services, job: Rewrite<'_>) -> anyhow::Result
         key_runs,
         phases,
     })
+}
+
+fn uploaded(outputs: &[(NewSegment, Vec<i64>)]) -> Vec<NewSegment> {
+    outputs.iter().map(|(output, _)| output.clone()).collect()
 }
 
 /// Consecutive inputs with valid rows, grouped into outputs of at most `target_rows` rows (at

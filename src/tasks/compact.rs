@@ -23,6 +23,7 @@ impl TypedTask for Compact {
             &args.table,
             args.segment_id,
             context.queued_job_id(),
+            &context.cancel,
         )
         .await?;
         tracing::info!(table = %report.table, segment = report.segment_id, outcome = %report.outcome,

@@ -20,6 +20,7 @@ impl TypedTask for Merge {
             args.partition,
             &args.segment_ids,
             context.queued_job_id(),
+            &context.cancel,
         )
         .await?;
         tracing::info!(table = %report.table, partition = report.partition, outcome = %report.outcome,

@@ -100,7 +100,7 @@ pub async fn run(context: &Context, args: CompactBenchArgs) -> anyhow::Result<()
     // End to end: the compact jobs themselves (staging copy, rewrite, checksum, upload, swap).
     let started = Instant::now();
     for segment in &segments {
-        compact(&services, &name, segment.id, None).await?;
+        compact(&services, &name, segment.id, None, &Default::default()).await?;
     }
     let jobs_seconds = started.elapsed().as_secs_f64();
 
@@ -177,7 +177,15 @@ async fn rewrite_all(
             let output = dir.join(format!("{label}-{}.parquet", chunk * 2 + offset));
             let table = table.clone();
             running.push(tokio::task::spawn_blocking(move || {
-                rewrite(&table, 0, 0, &inputs, &output, copy_through)
+                rewrite(
+                    &table,
+                    0,
+                    0,
+                    &inputs,
+                    &output,
+                    copy_through,
+                    &Default::default(),
+                )
             }));
         }
         for handle in running {

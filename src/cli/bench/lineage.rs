@@ -43,7 +43,7 @@ pub(super) async fn after_compaction(
     let started = Instant::now();
     let mut outputs = 0;
     for segment in &online[..to_compact] {
-        let report = compact(&services, table, segment.id, None).await?;
+        let report = compact(&services, table, segment.id, None, &Default::default()).await?;
         anyhow::ensure!(report.outcome.swapped(), "compact: {}", report.outcome);
         outputs += usize::from(report.new_segment_id.is_some());
     }
@@ -51,7 +51,7 @@ pub(super) async fn after_compaction(
         .iter()
         .map(|s| s.id)
         .collect();
-    let report = merge(&services, table, 0, &merged, None).await?;
+    let report = merge(&services, table, 0, &merged, None, &Default::default()).await?;
     anyhow::ensure!(report.outcome.swapped(), "merge: {}", report.outcome);
     outputs += report.new_segment_ids.len();
     let compaction_seconds = started.elapsed().as_secs_f64();

@@ -18,6 +18,13 @@ pub fn init(format: LogFormat, filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // sqlx logs every slow statement at warn; keep its noise down unless asked for.
     let filter = filter.add_directive("sqlx=warn".parse().expect("valid directive"));
+    // sqlx warns of connection-string parameters it does not know with their values, which can
+    // be passwords (`sslpassword=...`): never shown.
+    let filter = filter.add_directive(
+        "sqlx_postgres::options=error"
+            .parse()
+            .expect("valid directive"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(use_colour())

@@ -20,8 +20,12 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // The one place errors are reported: with their whole chain of causes.
-            eprintln!("error: {err:#}");
+            // The one place errors are reported: with their whole chain of causes, control
+            // characters from inputs escaped (a value from a file cannot forge a line).
+            eprintln!(
+                "error: {}",
+                upsert_minion::logging::escape_controls(&format!("{err:#}"))
+            );
             ExitCode::FAILURE
         }
     }

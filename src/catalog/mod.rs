@@ -97,6 +97,12 @@ impl Catalog {
 
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Catalog, CatalogError> {
         let shown = redact_url(url);
+        if !url.contains("://") && url.contains('=') {
+            return Err(CatalogError::BadUrl {
+                url: shown,
+                message: "the key=value form is not supported; write postgres://user:password@host:port/database".into(),
+            });
+        }
         let options: PgConnectOptions =
             url.parse()
                 .map_err(|err: sqlx::Error| CatalogError::BadUrl {

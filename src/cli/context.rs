@@ -101,7 +101,21 @@ impl Context {
                 }
                 Err(err) => return Err(err.into()),
             },
-            Access::Write => Store::open(&self.settings.store)?,
+            Access::Write => {
+                // A refused write creates nothing: a bound catalog's store exists already.
+                if let Some(dir) = Store::missing_local_dir(&self.settings.store) {
+                    if let Some(bound) = catalog.store_binding().await? {
+                        anyhow::bail!(
+                            "this catalog's objects are in store {}, but the store given is {}, whose directory {} does not exist (nothing was created); point --store (or MINION_STORE) at {}",
+                            bound.store_url,
+                            self.settings.store,
+                            dir.display(),
+                            bound.store_url
+                        );
+                    }
+                }
+                Store::open(&self.settings.store)?
+            }
         };
         check_store(catalog, &store, access).await?;
         Ok(store)

@@ -139,7 +139,7 @@ pub async fn ingest_with(context: &Context, args: &IngestArgs) -> anyhow::Result
         if !args.json {
             println!(
                 "already registered under idempotency key {}: {} rows in segments {} of table {}; nothing more was registered",
-                args.idempotency_key.as_deref().unwrap_or_default(),
+                crate::logging::escape_controls(args.idempotency_key.as_deref().unwrap_or_default()),
                 report.rows,
                 report
                     .segment_ids

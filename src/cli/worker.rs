@@ -74,6 +74,14 @@ impl WorkerArgs {
         );
         anyhow::ensure!(!self.queues.is_empty(), "--queues needs at least one queue");
         anyhow::ensure!(
+            self.poll_interval >= Duration::from_millis(10),
+            "--poll-interval must be at least 10ms (it is how often an idle worker asks the catalog)"
+        );
+        anyhow::ensure!(
+            self.rescue_interval >= Duration::from_millis(100),
+            "--rescue-interval must be at least 100ms"
+        );
+        anyhow::ensure!(
             self.prefetch <= MAX_PREFETCH,
             "--prefetch {} is more than {MAX_PREFETCH}: each prefetched job is leased and renewed by \
              this worker; a few times --concurrency is enough (BENCHMARKS.md: 500 per worker \

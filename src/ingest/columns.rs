@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use crate::table::{ColumnType, TableConfig};
 
+/// Largest integer magnitude a float64 holds exactly.
+const F64_EXACT: u64 = 1 << 53;
+
 enum Builder {
     Int32(Int32Builder),
     Int64(Int64Builder),
@@ -185,10 +188,18 @@ fn parse_json(value: &Value, column_type: ColumnType) -> Result<Parsed, String> 
             .map(Parsed::Int)
             .ok_or_else(|| format!("expected milliseconds since the epoch, got {n}")),
         (ColumnType::Timestamp, Value::String(text)) => parse_timestamp(text).map(Parsed::Int),
-        (ColumnType::Float64, Value::Number(n)) => n
-            .as_f64()
-            .map(Parsed::Float)
-            .ok_or_else(|| format!("expected a float64, got {n}")),
+        (ColumnType::Float64, Value::Number(n)) => {
+            // An integer beyond 2^53 has no float64 of its own: it would be rounded.
+            let magnitude = n.as_i64().map(|v| v.unsigned_abs()).or(n.as_u64());
+            if magnitude.is_some_and(|v| v > F64_EXACT) {
+                return Err(format!(
+                    "{n} cannot be held exactly by a float64 (beyond 2^53)"
+                ));
+            }
+            n.as_f64()
+                .map(Parsed::Float)
+                .ok_or_else(|| format!("expected a float64, got {n}"))
+        }
         (ColumnType::Bool, Value::Bool(b)) => Ok(Parsed::Bool(*b)),
         (ColumnType::String, Value::String(s)) => Ok(Parsed::Text(s.clone())),
         (ColumnType::Bytes, Value::String(s)) => decode_base64(s),
@@ -215,13 +226,31 @@ fn parse_text(text: &str, column_type: ColumnType) -> Result<Parsed, String> {
             Ok(millis) => Ok(Parsed::Int(millis)),
             Err(_) => parse_timestamp(trimmed).map(Parsed::Int),
         },
-        ColumnType::Float64 => trimmed
-            .parse::<f64>()
-            .map(Parsed::Float)
-            .map_err(|_| format!("`{text}` is not a float64")),
+        ColumnType::Float64 => {
+            let value = trimmed
+                .parse::<f64>()
+                .map_err(|_| format!("`{text}` is not a float64"))?;
+            let spelled_infinite = trimmed
+                .trim_start_matches(['+', '-'])
+                .to_ascii_lowercase()
+                .starts_with("inf");
+            if value.is_infinite() && !spelled_infinite {
+                return Err(format!("`{text}` is beyond the range of a float64"));
+            }
+            if trimmed
+                .parse::<i128>()
+                .is_ok_and(|v| v.unsigned_abs() > F64_EXACT as u128)
+            {
+                return Err(format!(
+                    "`{text}` cannot be held exactly by a float64 (beyond 2^53)"
+                ));
+            }
+            Ok(Parsed::Float(value))
+        }
+        // Words only: a number is not a bool (the same rule as JSON Lines and Parquet).
         ColumnType::Bool => match trimmed.to_ascii_lowercase().as_str() {
-            "true" | "t" | "1" => Ok(Parsed::Bool(true)),
-            "false" | "f" | "0" => Ok(Parsed::Bool(false)),
+            "true" | "t" => Ok(Parsed::Bool(true)),
+            "false" | "f" => Ok(Parsed::Bool(false)),
             _ => Err(format!("`{text}` is not a bool (true/false)")),
         },
         ColumnType::String => Ok(Parsed::Text(text.to_string())),
@@ -229,14 +258,23 @@ fn parse_text(text: &str, column_type: ColumnType) -> Result<Parsed, String> {
     }
 }
 
-/// RFC 3339 (`2024-05-01T12:00:00Z`) or a naive `2024-05-01 12:00:00[.fff]` taken as UTC.
+/// RFC 3339 (`2024-05-01T12:00:00Z`) or a naive `2024-05-01 12:00:00[.fff]` taken as UTC, to
+/// the millisecond: finer digits would be cut, so they are refused.
 fn parse_timestamp(text: &str) -> Result<i64, String> {
+    let whole_millis = |naive: chrono::NaiveDateTime| -> Result<i64, String> {
+        if naive.and_utc().timestamp_subsec_nanos() % 1_000_000 != 0 {
+            return Err(format!(
+                "`{text}` has digits below the millisecond, which a timestamp (ms) cannot hold"
+            ));
+        }
+        Ok(naive.and_utc().timestamp_millis())
+    };
     if let Ok(parsed) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(parsed.timestamp_millis());
+        return whole_millis(parsed.naive_utc());
     }
     for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return Ok(naive.and_utc().timestamp_millis());
+            return whole_millis(naive);
         }
     }
     Err(format!(

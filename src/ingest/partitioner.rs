@@ -31,8 +31,10 @@ pub(super) fn run(
             rows: 0,
         })
         .collect();
+    let mut rows_before = 0u64;
     for batch in source {
-        let batch = batch?;
+        let batch = comparable(table, batch?, rows_before)?;
+        rows_before += batch.num_rows() as u64;
         progress.inc(batch.num_rows() as u64);
         let key_columns: Vec<ArrayRef> = key_indices
             .iter()
@@ -99,4 +101,46 @@ fn split_off_front(slot: &mut Pending, rows: usize) -> Vec<RecordBatch> {
     }
     slot.rows -= rows;
     taken
+}
+
+/// A float comparison column must order like numbers: NaN and the infinities are refused (a NaN
+/// would beat every later update of its key for ever), and -0.0 becomes 0.0 (they are equal
+/// numbers, so their tie must go to the later row, not to the sign bit).
+fn comparable(
+    table: &TableConfig,
+    batch: RecordBatch,
+    rows_before: u64,
+) -> Result<RecordBatch, IngestError> {
+    use arrow::array::{Array, AsArray, Float64Array};
+    use arrow::datatypes::{DataType, Float64Type};
+    let index = table.comparison_index();
+    let column = batch.column(index);
+    if column.data_type() != &DataType::Float64 {
+        return Ok(batch);
+    }
+    let values = column.as_primitive::<Float64Type>();
+    if let Some(row) =
+        (0..values.len()).find(|&i| values.is_valid(i) && !values.value(i).is_finite())
+    {
+        return Err(IngestError::BadRow {
+            file: "the input".into(),
+            line: rows_before + row as u64 + 1,
+            column: Some(table.comparison.clone()),
+            message: format!(
+                "{} in the comparison column; comparison values must be finite numbers",
+                values.value(row)
+            ),
+        });
+    }
+    if !values
+        .values()
+        .iter()
+        .any(|v| *v == 0.0 && v.is_sign_negative())
+    {
+        return Ok(batch);
+    }
+    let positive: Float64Array = values.unary(|v| if v == 0.0 { 0.0 } else { v });
+    let mut columns = batch.columns().to_vec();
+    columns[index] = std::sync::Arc::new(positive);
+    Ok(RecordBatch::try_new(batch.schema(), columns).expect("same schema"))
 }

@@ -47,6 +47,12 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// Parses and validates stored or hand-written JSON.
     fn from_json(value: &Value) -> Result<Self, String> {
+        if holds_nul(value) {
+            return Err(
+                "the arguments hold a NUL character (\\u0000), which the queue cannot store; remove it"
+                    .into(),
+            );
+        }
         let args: Self = Self::deserialize(value).map_err(|err| err.to_string())?;
         args.validate()?;
         Ok(args)
@@ -61,6 +67,16 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
         let mut job = NewJob::new(Self::KIND, self.to_json());
         job.unique_key = self.unique_key();
         job
+    }
+}
+
+/// Whether a string anywhere in `value` (key or value) holds a NUL character.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 
@@ -220,6 +236,19 @@ impl JobArgs for MergeArgs {
 
     fn validate(&self) -> Result<(), String> {
         check_table(&self.table)?;
+        let mut distinct = self.segment_ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != self.segment_ids.len() {
+            return Err(format!(
+                "`segment_ids` names a segment twice: [{}]; give each segment once",
+                self.segment_ids
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if self.segment_ids.len() < 2 {
             return Err(format!(
                 "`segment_ids` needs two or more segments, got [{}]; use `compact` for one",

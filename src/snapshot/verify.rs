@@ -53,9 +53,9 @@ pub async fn verify_partition(
     verdict.snapshot_version = Some(snapshot.version);
     let manifest = match load_manifest(store, &snapshot).await {
         Ok(manifest) => manifest,
-        Err(err) if is_damage(&err) => {
+        Err(err) if is_damage(&err) || is_lost_manifest(&err) => {
             verdict.differences.push(format!(
-                "manifest {} does not match its catalog checksum",
+                "manifest {} is damaged or missing: {err}",
                 snapshot.manifest_key
             ));
             return Ok(verdict);
@@ -115,6 +115,14 @@ pub async fn verify_partition(
         verdict.differences.extend(key_differences);
     }
     Ok(verdict)
+}
+
+/// A manifest that is gone or does not parse: the snapshot is damaged (a difference to report).
+fn is_lost_manifest(err: &SnapshotError) -> bool {
+    matches!(
+        err,
+        SnapshotError::Storage(StorageError::NotFound { .. }) | SnapshotError::Manifest(_)
+    )
 }
 
 /// An object that is not what the catalog or manifest recorded (a difference to report, where

@@ -850,3 +850,223 @@ fn table_drop_says_what_it_deletes_and_needs_yes() {
     env.create_example_table("orders.toml");
     ingest_rows(&env, "again.jsonl", 10, &[]);
 }
+
+#[test]
+fn json_lines_csv_and_float_comparisons_follow_the_lossless_rule_too() {
+    let env = orders_env();
+    let cases: [(&str, &str, &[&str]); 4] = [
+        (
+            "submilli.jsonl",
+            "{\"order_id\": 1, \"updated_at\": \"2023-11-14T22:13:20.0005Z\", \"deleted\": false}\n",
+            &["column `updated_at`", "below the millisecond"],
+        ),
+        (
+            "big.jsonl",
+            "{\"order_id\": 1, \"updated_at\": 5, \"deleted\": false, \"amount\": 9007199254740993}\n",
+            &["column `amount`", "beyond 2^53"],
+        ),
+        (
+            "bool.csv",
+            "order_id,updated_at,deleted\n1,5,1\n",
+            &["column `deleted`", "not a bool"],
+        ),
+        (
+            "huge.csv",
+            "order_id,updated_at,deleted,amount\n1,5,false,1e400\n",
+            &["column `amount`", "beyond the range"],
+        ),
+    ];
+    for (name, text, fragments) in cases {
+        let path = env.path(name);
+        std::fs::write(&path, text).unwrap();
+        let input = path.to_str().unwrap();
+        refused(
+            &env,
+            &["ingest", "--table", "orders", "--input", input],
+            fragments,
+        );
+    }
+    // A float comparison column takes finite numbers only: a NaN would beat every update.
+    let floats = env.path("floats.toml");
+    std::fs::write(
+        &floats,
+        "name = \"fc\"\npartitions = 1\nprimary_key = [\"id\"]\ncomparison = \"v\"\n\
+         [[columns]]\nname = \"id\"\ntype = \"int64\"\n[[columns]]\nname = \"v\"\ntype = \"float64\"\n",
+    )
+    .unwrap();
+    env.ok(&["table", "create", "--file", floats.to_str().unwrap()]);
+    let nan = env.path("nan.csv");
+    std::fs::write(&nan, "id,v\n1,5.0\n1,NaN\n").unwrap();
+    let input = nan.to_str().unwrap();
+    refused(
+        &env,
+        &["ingest", "--table", "fc", "--input", input],
+        &[
+            "line 2",
+            "column `v`",
+            "NaN in the comparison column",
+            "finite",
+        ],
+    );
+    let inf = env.path("inf.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Float64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![1, 2])),
+        Arc::new(Float64Array::from(vec![1.0, f64::INFINITY])),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let file = std::fs::File::create(&inf).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let input = inf.to_str().unwrap();
+    refused(
+        &env,
+        &["ingest", "--table", "fc", "--input", input],
+        &["column `v`", "inf in the comparison column"],
+    );
+    // A column name from the file with control characters is shown escaped.
+    let forged = env.path("forged.jsonl");
+    std::fs::write(
+        &forged,
+        "{\"order_id\": 1, \"updated_at\": 1, \"deleted\": false, \"\\u001b[31mX\\nINFO forged\": 1}\n",
+    )
+    .unwrap();
+    let input = forged.to_str().unwrap();
+    let err = refused(
+        &env,
+        &["ingest", "--table", "orders", "--input", input],
+        &["unknown column"],
+    );
+    assert!(
+        !err.contains('\u{1b}') && !err.contains("\nINFO forged"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_refused_write_creates_no_store_directory() {
+    let env = orders_env();
+    ingest_rows(&env, "rows.jsonl", 20, &[]);
+    let other = env.path("other");
+    for args in [
+        vec!["run", "gc", "--table", "orders"],
+        vec!["run", "plan", "--table", "orders", "--dry-run"],
+        vec!["table", "drop", "orders", "--yes"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--store", other.to_str().unwrap()]);
+        refused(&env, &args, &["this catalog's objects are in store"]);
+        assert!(!other.exists(), "{args:?} made {}", other.display());
+    }
+}
+
+#[test]
+fn jobs_naming_a_segment_twice_or_holding_nul_are_refused() {
+    let env = orders_env();
+    ingest_rows(&env, "rows.jsonl", 40, &[]);
+    let segments: Vec<Value> = env.json(&[
+        "segment",
+        "ls",
+        "--table",
+        "orders",
+        "--partition",
+        "0",
+        "--json",
+    ]);
+    let twice = format!("{},{}", segments[0]["id"], segments[0]["id"]);
+    refused(
+        &env,
+        &[
+            "job",
+            "submit",
+            "merge",
+            "--table",
+            "orders",
+            "--partition",
+            "0",
+            "--segments",
+            &twice,
+        ],
+        &["names a segment twice"],
+    );
+    refused(
+        &env,
+        &[
+            "job",
+            "submit",
+            "fail",
+            "--args",
+            "{\"message\": \"a\\u0000b\"}",
+        ],
+        &["NUL character"],
+    );
+}
+
+#[test]
+fn secret_query_parameters_never_reach_the_logs() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    for url in [
+        format!("postgres://u@127.0.0.1:{port}/db?sslpassword=hunter2&sslmode=disable"),
+        format!("postgres://u@127.0.0.1:{port}/db?PassWord=hunter2"),
+    ] {
+        for format in ["text", "json"] {
+            let output = minion_command()
+                .env("DATABASE_URL", &url)
+                .env("MINION_LOG_FORMAT", format)
+                .args(["table", "ls"])
+                .output()
+                .unwrap();
+            let shown = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                !shown.contains("hunter2"),
+                "{url} ({format}) shown as: {shown}"
+            );
+        }
+    }
+}
+
+#[test]
+fn verify_reports_a_missing_manifest_per_partition() {
+    let env = orders_env();
+    ingest_rows(&env, "rows.jsonl", 200, &["--segment-rows", "50"]);
+    for partition in ["0", "1"] {
+        env.ok(&[
+            "run",
+            "prebuild",
+            "--table",
+            "orders",
+            "--partition",
+            partition,
+        ]);
+    }
+    let snapshots: Vec<Value> = env.json(&[
+        "snapshot",
+        "ls",
+        "--table",
+        "orders",
+        "--partition",
+        "0",
+        "--json",
+    ]);
+    let gone = Path::new(&env.store_url).join(snapshots[0]["manifest_key"].as_str().unwrap());
+    std::fs::remove_file(gone).unwrap();
+    let output = env.minion(&["verify", "--table", "orders"]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(out.contains("damaged or missing"), "{out}");
+    assert!(out.contains("partition 1: snapshot 1 matches"), "{out}");
+    assert!(out.contains("--partition 0 --force"), "{out}");
+    env.ok(&["run", "prebuild", "--table", "orders", "--partition", "0"]);
+    env.ok(&["verify", "--table", "orders"]);
+}

@@ -211,11 +211,17 @@ pub async fn run(context: &Context, command: SnapshotCommand) -> anyhow::Result<
                 &["SEGMENT", "SEQ", "ROWS", "VALID", "QUERYABLE", "NAME"],
                 &rows,
             );
-            for file in &manifest.key_files {
-                println!(
-                    "  key file {} (layer {}, {} entries, {} bytes)",
-                    file.file.key, file.layer, file.entries, file.file.size
-                );
+            let sets = [
+                ("key file", &manifest.key_files),
+                ("cold key file", &manifest.cold_key_files),
+            ];
+            for (what, files) in sets {
+                for file in files {
+                    println!(
+                        "  {what} {} (layer {}, {} entries, {} bytes)",
+                        file.file.key, file.layer, file.entries, file.file.size
+                    );
+                }
             }
             Ok(())
         }

@@ -173,7 +173,11 @@ async fn load(
     let mut bitmaps = BTreeMap::new();
     let mut manifest = match options.use_snapshot {
         true => match catalog.latest_snapshot(table_name, partition).await? {
-            Some(snapshot) => Some(load_manifest(store, &snapshot).await?),
+            Some(snapshot) => Some(
+                load_manifest(store, &snapshot)
+                    .await
+                    .with_context(|| damaged(table_name, partition, snapshot.version))?,
+            ),
             None => None,
         },
         false => None,
@@ -191,10 +195,16 @@ async fn load(
     let (mut counts, mut split_by) = (KeyCounts::default(), None);
     if let Some(manifest) = manifest {
         check_covered_segments(&manifest, &online)?;
-        bitmaps.extend(load_all_bitmaps(store, &manifest).await?);
+        let unusable = || damaged(table_name, partition, manifest.version);
+        bitmaps.extend(
+            load_all_bitmaps(store, &manifest)
+                .await
+                .with_context(unusable)?,
+        );
         let ssts = fetch_key_files(store, &manifest, staging.path(), "")
             .await
-            .context("a key-metadata file of the snapshot")?;
+            .context("a key-metadata file of the snapshot")
+            .with_context(unusable)?;
         for (set, layers) in [(KeySet::Hot, ssts.hot), (KeySet::Cold, ssts.cold)] {
             layers
                 .ingest_into(&db, db::family(&db, set), true)
@@ -256,6 +266,13 @@ async fn load(
     report.cold_keys = counts.cold;
     drop(staging);
     Ok(finish(db, bitmaps, report, started))
+}
+
+/// What to do about a snapshot whose objects are damaged or gone.
+fn damaged(table: &str, partition: u32, version: i64) -> String {
+    format!(
+        "snapshot {version} of {table}/{partition} cannot be used; rebuild it from the segments with `minion run prebuild --table {table} --partition {partition} --force`, or bootstrap with --no-snapshot"
+    )
 }
 
 /// Every covered segment still online must have the content the snapshot was built from (those

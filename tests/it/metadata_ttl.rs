@@ -207,6 +207,11 @@ fn late_rows_of_expired_keys_are_exact_on_every_path() {
             manifest["live_keys"].as_u64().unwrap() - manifest["key_count"].as_u64().unwrap();
         assert!(cold > 1000, "{cold} cold keys: {manifest}");
     }
+    let shown = env.ok(&["snapshot", "show", "--table", "late", "--partition", "0"]);
+    assert!(
+        shown.contains("cold key file") && shown.contains("cold keys:"),
+        "{shown}"
+    );
     let reports = check(&env, &model, "snapshot");
     assert!(
         reports.iter().all(|r| r.cold_keys > 1000 && r.keys < 300),

@@ -557,30 +557,41 @@ fn a_job_that_cannot_run_is_never_enqueued() {
     assert!(out.contains("submitted job"), "{out}");
 }
 
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `minion table ls` with `DATABASE_URL=url` and logs in `format`: whether it succeeded, and all
+/// it printed.
+fn table_ls_with(url: &str, format: &str) -> (bool, String) {
+    let output = minion_command()
+        .env("DATABASE_URL", url)
+        .env("MINION_LOG_FORMAT", format)
+        .args(["table", "ls"])
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), shown)
+}
+
 #[test]
 fn secrets_are_never_shown_in_any_form_of_the_url() {
     // A closed port: refused at once, named, and the password in none of its forms.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = closed_port();
     for url in [
         format!("postgres://u:hunter2@127.0.0.1:{port}/db"),
         format!("postgres://u@127.0.0.1:{port}/db?password=hunter2"),
         format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable&password=hunter2"),
         format!("host=127.0.0.1 port={port} user=u password=hunter2 dbname=db"),
     ] {
-        let output = minion_command()
-            .env("DATABASE_URL", &url)
-            .args(["table", "ls"])
-            .output()
-            .unwrap();
-        let shown = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(!output.status.success(), "{url}");
+        let (succeeded, shown) = table_ls_with(&url, "text");
+        assert!(!succeeded, "{url}");
         assert!(!shown.contains("hunter2"), "{url} shown as: {shown}");
         if url.starts_with("postgres://") {
             assert!(shown.to_lowercase().contains("refused"), "{url}: {shown}");
@@ -1008,26 +1019,13 @@ fn jobs_naming_a_segment_twice_or_holding_nul_are_refused() {
 
 #[test]
 fn secret_query_parameters_never_reach_the_logs() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = closed_port();
     for url in [
         format!("postgres://u@127.0.0.1:{port}/db?sslpassword=hunter2&sslmode=disable"),
         format!("postgres://u@127.0.0.1:{port}/db?PassWord=hunter2"),
     ] {
         for format in ["text", "json"] {
-            let output = minion_command()
-                .env("DATABASE_URL", &url)
-                .env("MINION_LOG_FORMAT", format)
-                .args(["table", "ls"])
-                .output()
-                .unwrap();
-            let shown = format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
+            let (_, shown) = table_ls_with(&url, format);
             assert!(
                 !shown.contains("hunter2"),
                 "{url} ({format}) shown as: {shown}"

@@ -116,19 +116,12 @@ fn delete_dropped(
             if valid.contains(entry.doc_id) {
                 let set = key_set(kind, watermark, &entry);
                 entry.with_key(|key| batch_delete(db, &mut batch, set, key));
-                count(&mut deleted, set);
+                *deleted.of(set) += 1;
             }
         }
         keys.write(batch)?;
     }
     Ok(deleted)
-}
-
-fn count(counts: &mut KeyCounts, set: KeySet) {
-    match set {
-        KeySet::Hot => counts.hot += 1,
-        KeySet::Cold => counts.cold += 1,
-    }
 }
 
 /// The fallback: every entry of both key sets through the plan.
@@ -148,7 +141,7 @@ fn scan_and_map(
                 EntryFate::Move(moved) => batch_put(db, &mut batch, set, &key, &moved),
                 EntryFate::Drop => {
                     batch_delete(db, &mut batch, set, &key);
-                    count(&mut dropped, set);
+                    *dropped.of(set) += 1;
                 }
             }
             if batch.len() >= 65_536 {

@@ -184,9 +184,8 @@ async fn load(
     };
     if let Some(old) = manifest.take_if(|m| m.lacks_cold_keys()) {
         let why = format!(
-            "snapshot {} predates cold key sets: {} keys left its key metadata by metadata_ttl and no file holds them, so late rows of those keys could not be resolved; loading every segment instead (the next prebuild writes a snapshot with a cold key set)",
-            old.version,
-            old.cold_key_count()
+            "{}, so late rows of those keys could not be resolved; loading every segment instead (the next prebuild writes a snapshot with a cold key set)",
+            old.missing_cold_keys().unwrap_or_default()
         );
         tracing::warn!("{why}");
         report.snapshot_unused = Some(why);

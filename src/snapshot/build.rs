@@ -185,11 +185,7 @@ pub async fn prebuild(
     } else if let Some(covering) = previous.as_ref().filter(|p| p.segment_ids == ids) {
         match load_manifest(store, covering).await {
             Ok(manifest) if manifest.lacks_cold_keys() => {
-                report.full_because = Some(format!(
-                    "snapshot {} predates cold key sets: {} keys left its key metadata by metadata_ttl and no file holds them",
-                    covering.version,
-                    manifest.cold_key_count()
-                ));
+                report.full_because = manifest.missing_cold_keys();
             }
             Ok(_) => return Ok(report),
             Err(err) if err.is_permanent() => {

@@ -178,11 +178,8 @@ fn applies(
             "the table's key hash, comparison or TTLs changed since snapshot {version}"
         ));
     }
-    if manifest.lacks_cold_keys() {
-        return Err(format!(
-            "snapshot {version} predates cold key sets: {} keys left its key metadata by metadata_ttl and no file holds them",
-            manifest.cold_key_count()
-        ));
+    if let Some(why) = manifest.missing_cold_keys() {
+        return Err(why);
     }
     if table.ttl.deleted_keys_ttl.is_some() && manifest.expired_tombstones_kept != Some(0) {
         // A tombstone past the TTL is forgotten only while it is its key's only row: compaction

@@ -184,6 +184,17 @@ impl Manifest {
     pub fn lacks_cold_keys(&self) -> bool {
         self.cold_key_count() > 0 && self.cold_key_files.is_empty()
     }
+
+    /// Why the snapshot cannot be used, if it [lacks its cold key set](Self::lacks_cold_keys).
+    pub fn missing_cold_keys(&self) -> Option<String> {
+        self.lacks_cold_keys().then(|| {
+            format!(
+                "snapshot {} predates cold key sets: {} keys left its key metadata by metadata_ttl and no file holds them",
+                self.version,
+                self.cold_key_count()
+            )
+        })
+    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,8 @@ pub struct KeyCounts {
 }
 
 impl KeyCounts {
-    fn of(&mut self, set: KeySet) -> &mut u64 {
+    /// The count of `set`.
+    pub fn of(&mut self, set: KeySet) -> &mut u64 {
         match set {
             KeySet::Hot => &mut self.hot,
             KeySet::Cold => &mut self.cold,
